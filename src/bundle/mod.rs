@@ -1,0 +1,531 @@
+//! Bundle stage: loads policies, schema, entities and the region table from disk,
+//! validates them strictly against the schema, and produces an immutable [`Bundle`]
+//! with a content revision. Knows nothing of HTTP, the CLI or tokens.
+
+pub mod diagnostics;
+pub mod regions;
+pub mod schema_types;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Effect, Entities, Entity, PolicyId, PolicySet, Schema, SchemaFragment, ValidationMode,
+    Validator,
+};
+use sha2::{Digest, Sha256};
+
+use crate::config::BundleConfig;
+pub use diagnostics::{Diagnostic, Severity};
+pub use regions::RegionTable;
+pub use schema_types::SchemaTypes;
+
+/// Where a loaded policy came from, and what it does.
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    pub file: PathBuf,
+    /// 1-based line of the policy's first character.
+    pub line: usize,
+    pub effect: Effect,
+    /// The `@reason` annotation, returned to callers when the policy denies.
+    pub reason: Option<String>,
+}
+
+/// An immutable snapshot of everything loaded from disk.
+pub struct Bundle {
+    /// Hash of the contents of every file, so equal files give an equal revision.
+    pub revision: String,
+    pub loaded_at: jiff::Timestamp,
+    pub files: Vec<PathBuf>,
+    pub schema: Schema,
+    pub types: SchemaTypes,
+    pub policies: PolicySet,
+    pub policy_info: HashMap<PolicyId, PolicyInfo>,
+    pub entities: Entities,
+    pub regions: RegionTable,
+}
+
+/// What loading a bundle produced: the bundle when there was no error, and every
+/// diagnostic, warnings included.
+pub struct LoadOutcome {
+    pub bundle: Option<Bundle>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl LoadOutcome {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+    }
+}
+
+/// How policies get their IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyIds {
+    /// The `@id` annotation, or `<file>#<position>` for a policy without one.
+    Annotated,
+    /// Cedar's own positional IDs `policy0`, `policy1`, ... of a single file, ignoring `@id`,
+    /// as Cedar's test corpus expects.
+    Positional,
+}
+
+/// Loads and validates the bundle that `config` describes.
+pub fn load(config: &BundleConfig) -> LoadOutcome {
+    let mut diagnostics = Vec::new();
+    let mut files = Vec::new();
+
+    let schema = load_schema(&config.schema, &mut files, &mut diagnostics);
+    let policies = load_policies(
+        &config.policies,
+        PolicyIds::Annotated,
+        &mut files,
+        &mut diagnostics,
+    );
+    let regions = match &config.regions {
+        Some(path) => match read_text(path, &mut files) {
+            Ok(text) => RegionTable::from_toml(&text).unwrap_or_else(|message| {
+                diagnostics.push(Diagnostic::error(Some(path), message));
+                RegionTable::default()
+            }),
+            Err(diagnostic) => {
+                diagnostics.push(diagnostic);
+                RegionTable::default()
+            }
+        },
+        None => RegionTable::default(),
+    };
+
+    // Policies and entities are checked against the schema only when it loaded.
+    let Some((schema, types)) = schema else {
+        return LoadOutcome {
+            bundle: None,
+            diagnostics,
+        };
+    };
+    let entities = load_entities(&config.entities, &schema, &mut files, &mut diagnostics);
+    let (policies, policy_info, sources) = policies;
+    validate_policies(&schema, &policies, &policy_info, &sources, &mut diagnostics);
+    if policies.is_empty() {
+        diagnostics.push(
+            Diagnostic::error(
+                Some(&config.policies),
+                "no policies found: every request would be denied",
+            )
+            .with_help(Some(
+                "add `*.cedar` files; an empty policy set is refused so that a failed deploy cannot deny everything"
+                    .into(),
+            )),
+        );
+    }
+
+    let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    let bundle = match entities {
+        Some(entities) if !has_errors => Some(Bundle {
+            revision: revision_of(&files),
+            loaded_at: jiff::Timestamp::now(),
+            files: files.into_iter().map(|(path, _)| path).collect(),
+            schema,
+            types,
+            policies,
+            policy_info,
+            entities,
+            regions,
+        }),
+        _ => None,
+    };
+    LoadOutcome {
+        bundle,
+        diagnostics,
+    }
+}
+
+/// Files read so far, with their contents, for the revision hash.
+type FileList = Vec<(PathBuf, Vec<u8>)>;
+
+fn read_text(path: &Path, files: &mut FileList) -> Result<String, Diagnostic> {
+    let bytes = std::fs::read(path)
+        .map_err(|err| Diagnostic::error(Some(path), format!("failed to read file: {err}")))?;
+    let text = String::from_utf8(bytes.clone()).map_err(|err| {
+        let mut diagnostic = Diagnostic::error(Some(path), "file is not valid UTF-8");
+        let valid = bytes
+            .get(..err.utf8_error().valid_up_to())
+            .unwrap_or_default();
+        diagnostic.place(&String::from_utf8_lossy(valid), valid.len(), 1);
+        diagnostic.snippet = None;
+        diagnostic
+    })?;
+    files.push((path.to_owned(), bytes));
+    Ok(text)
+}
+
+/// Lists the files under `dir` with the given extension, recursively, in a stable order.
+/// Hidden files and folders (editor swap files, Kubernetes `..data`) are skipped, because
+/// a ConfigMap mount reaches the same files through visible symlinks.
+fn list_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>, Diagnostic> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        let entries = std::fs::read_dir(&current).map_err(|err| {
+            Diagnostic::error(Some(&current), format!("failed to read folder: {err}"))
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|err| {
+                Diagnostic::error(Some(&current), format!("failed to read folder: {err}"))
+            })?;
+            let path = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if hidden {
+                continue;
+            }
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == extension) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn load_schema(
+    path: &Path,
+    files: &mut FileList,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(Schema, SchemaTypes)> {
+    let text = read_text(path, files)
+        .map_err(|diagnostic| diagnostics.push(diagnostic))
+        .ok()?;
+    let is_json = path.extension().is_some_and(|ext| ext == "json");
+
+    let parsed = if is_json {
+        Schema::from_json_str(&text)
+            .map_err(|err| Diagnostic::from_miette(Severity::Error, path, &text, &err))
+            .and_then(|schema| {
+                let json = serde_json::from_str(&text)
+                    .map_err(|err| Diagnostic::error(Some(path), err.to_string()))?;
+                Ok((schema, json))
+            })
+    } else {
+        SchemaFragment::from_cedarschema_str(&text)
+            .map_err(|err| Diagnostic::from_miette(Severity::Error, path, &text, &err))
+            .and_then(|(fragment, warnings)| {
+                for warning in warnings {
+                    diagnostics.push(Diagnostic::from_miette(
+                        Severity::Warning,
+                        path,
+                        &text,
+                        &warning,
+                    ));
+                }
+                let json = fragment
+                    .to_json_value()
+                    .map_err(|err| Diagnostic::from_miette(Severity::Error, path, &text, &err))?;
+                let schema = Schema::from_json_value(json.clone())
+                    .map_err(|err| Diagnostic::from_miette(Severity::Error, path, &text, &err))?;
+                Ok((schema, json))
+            })
+    };
+    let (schema, json) = parsed.map_err(|d| diagnostics.push(d)).ok()?;
+    let types = SchemaTypes::from_json(&json)
+        .map_err(|message| diagnostics.push(Diagnostic::error(Some(path), message)))
+        .ok()?;
+    Some((schema, types))
+}
+
+type LoadedPolicies = (
+    PolicySet,
+    HashMap<PolicyId, PolicyInfo>,
+    HashMap<PathBuf, String>,
+);
+
+/// Parses every `*.cedar` file under `dir` and gives each policy its ID.
+pub fn load_policies(
+    dir: &Path,
+    ids: PolicyIds,
+    files: &mut FileList,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> LoadedPolicies {
+    let mut set = PolicySet::new();
+    let mut info = HashMap::new();
+    let mut sources = HashMap::new();
+
+    let paths = if dir.is_file() {
+        vec![dir.to_owned()]
+    } else {
+        list_files(dir, "cedar").unwrap_or_else(|diagnostic| {
+            diagnostics.push(diagnostic);
+            Vec::new()
+        })
+    };
+    for path in paths {
+        let Ok(text) = read_text(&path, files).map_err(|d| diagnostics.push(d)) else {
+            continue;
+        };
+        add_policy_file(&path, &text, dir, ids, &mut set, &mut info, diagnostics);
+        sources.insert(path, text);
+    }
+    (set, info, sources)
+}
+
+fn add_policy_file(
+    path: &Path,
+    text: &str,
+    root: &Path,
+    ids: PolicyIds,
+    set: &mut PolicySet,
+    info: &mut HashMap<PolicyId, PolicyInfo>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let parsed = match PolicySet::from_str(text) {
+        Ok(parsed) => parsed,
+        Err(errors) => {
+            for error in errors.iter() {
+                diagnostics.push(Diagnostic::from_miette(Severity::Error, path, text, error));
+            }
+            return;
+        }
+    };
+    let relative = path.strip_prefix(root).unwrap_or(path);
+
+    // Cedar numbers policies and templates together, in source order: `policy<n>`.
+    let mut items: Vec<(usize, PolicyItem)> = parsed
+        .policies()
+        .map(|p| (position(p.id()), PolicyItem::Policy(p.clone())))
+        .chain(
+            parsed
+                .templates()
+                .map(|t| (position(t.id()), PolicyItem::Template(t.clone()))),
+        )
+        .collect();
+    items.sort_by_key(|(position, _)| *position);
+
+    let mut search_from = 0;
+    for (position, item) in items {
+        let (effect, annotated, reason, source) = match &item {
+            PolicyItem::Policy(p) => (
+                p.effect(),
+                p.annotation("id").map(str::to_owned),
+                p.annotation("reason").map(str::to_owned),
+                p.to_string(),
+            ),
+            PolicyItem::Template(t) => (
+                t.effect(),
+                t.annotation("id").map(str::to_owned),
+                t.annotation("reason").map(str::to_owned),
+                t.to_string(),
+            ),
+        };
+        let offset = text
+            .get(search_from..)
+            .and_then(|rest| rest.find(source.as_str()))
+            .map_or(search_from, |found| search_from + found);
+        search_from = offset + source.len().min(text.len().saturating_sub(offset));
+        let line = text.get(..offset).unwrap_or_default().matches('\n').count() + 1;
+
+        let id = match (ids, annotated) {
+            (PolicyIds::Annotated, Some(id)) => id,
+            (PolicyIds::Annotated, None) => format!("{}#{position}", relative.display()),
+            (PolicyIds::Positional, _) => format!("policy{position}"),
+        };
+        let id = PolicyId::new(id);
+        if let Some(previous) = info.get(&id) {
+            let PolicyInfo {
+                file,
+                line: other_line,
+                ..
+            } = previous;
+            let mut diagnostic = Diagnostic::error(
+                Some(path),
+                format!(
+                    "duplicate policy ID `{id}`: also used at {}:{other_line}",
+                    file.display()
+                ),
+            )
+            .with_help(Some("give each policy a unique `@id`".into()));
+            diagnostic.place(text, offset, 1);
+            diagnostics.push(diagnostic);
+            continue;
+        }
+        let added = match item {
+            PolicyItem::Policy(p) => set.add(p.new_id(id.clone())),
+            PolicyItem::Template(t) => set.add_template(t.new_id(id.clone())),
+        };
+        if let Err(err) = added {
+            let mut diagnostic = Diagnostic::from_miette(Severity::Error, path, text, &err);
+            diagnostic.place(text, offset, 1);
+            diagnostics.push(diagnostic);
+            continue;
+        }
+        info.insert(
+            id,
+            PolicyInfo {
+                file: path.to_owned(),
+                line,
+                effect,
+                reason,
+            },
+        );
+    }
+}
+
+enum PolicyItem {
+    Policy(cedar_policy::Policy),
+    Template(cedar_policy::Template),
+}
+
+/// Reads `n` from Cedar's parser-assigned ID `policy<n>`.
+fn position(id: &PolicyId) -> usize {
+    id.to_string()
+        .strip_prefix("policy")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+/// Validates policies strictly against the schema and reports each problem at its file,
+/// line and column.
+fn validate_policies(
+    schema: &Schema,
+    policies: &PolicySet,
+    info: &HashMap<PolicyId, PolicyInfo>,
+    sources: &HashMap<PathBuf, String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let validator = Validator::new(schema.clone());
+    let result = validator.validate(policies, ValidationMode::Strict);
+    let mut report = |severity: Severity, id: &PolicyId, error: &dyn miette::Diagnostic| {
+        let file = info.get(id).map(|i| i.file.clone());
+        let source = file.as_ref().and_then(|f| sources.get(f));
+        let diagnostic = match (file, source) {
+            (Some(file), Some(source)) => Diagnostic::from_miette(severity, &file, source, error),
+            _ => Diagnostic {
+                severity,
+                ..Diagnostic::error(None, error.to_string())
+            },
+        };
+        diagnostics.push(diagnostic.with_message_prefix(id));
+    };
+    for error in result.validation_errors() {
+        report(Severity::Error, error.policy_id(), error);
+    }
+    for warning in result.validation_warnings() {
+        report(Severity::Warning, warning.policy_id(), warning);
+    }
+}
+
+impl Diagnostic {
+    fn with_message_prefix(mut self, id: &PolicyId) -> Self {
+        self.message = format!("policy `{id}`: {}", self.message);
+        self
+    }
+}
+
+/// Loads every `*.json` file under `dir` as Cedar entities JSON, checked against the schema.
+fn load_entities(
+    dir: &Path,
+    schema: &Schema,
+    files: &mut FileList,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Entities> {
+    let paths = if dir.is_file() {
+        vec![dir.to_owned()]
+    } else {
+        list_files(dir, "json")
+            .map_err(|diagnostic| diagnostics.push(diagnostic))
+            .ok()?
+    };
+    let errors_before = diagnostics.len();
+    let mut all = Vec::new();
+    for path in paths {
+        let Ok(text) = read_text(&path, files).map_err(|d| diagnostics.push(d)) else {
+            continue;
+        };
+        all.extend(parse_entity_file(&path, &text, schema, diagnostics));
+    }
+    if diagnostics.len() > errors_before {
+        return None;
+    }
+    Entities::from_entities(all, Some(schema))
+        .map_err(|err| {
+            diagnostics.push(
+                Diagnostic::error(Some(dir), format!("invalid entities: {err}"))
+                    .with_help(miette::Diagnostic::help(&err).map(|h| h.to_string())),
+            );
+        })
+        .ok()
+}
+
+fn parse_entity_file(
+    path: &Path,
+    text: &str,
+    schema: &Schema,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Entity> {
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(err) => {
+            let mut diagnostic = Diagnostic::error(Some(path), format!("invalid JSON: {err}"));
+            diagnostic.line = Some(err.line());
+            diagnostic.column = Some(err.column());
+            diagnostics.push(diagnostic);
+            return Vec::new();
+        }
+    };
+    let serde_json::Value::Array(items) = value else {
+        diagnostics.push(Diagnostic::error(
+            Some(path),
+            "expected a JSON array of entities",
+        ));
+        return Vec::new();
+    };
+    let mut entities = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let uid = item
+            .get("uid")
+            .map(|uid| uid.to_string())
+            .unwrap_or_default();
+        match Entity::from_json_value(item, Some(schema)) {
+            Ok(entity) => entities.push(entity),
+            Err(err) => {
+                let mut diagnostic =
+                    Diagnostic::error(Some(path), format!("entity [{index}] {uid}: {err}"))
+                        .with_help(miette::Diagnostic::help(&err).map(|h| h.to_string()));
+                if let Some(offset) = nth_uid_offset(text, index) {
+                    diagnostic.place(text, offset, 5);
+                }
+                diagnostics.push(diagnostic);
+            }
+        }
+    }
+    entities
+}
+
+/// Finds the byte offset of the `index`-th `"uid"` key, a good enough anchor for the
+/// entity's line in hand-written files.
+fn nth_uid_offset(text: &str, index: usize) -> Option<usize> {
+    text.match_indices("\"uid\"")
+        .nth(index)
+        .map(|(offset, _)| offset)
+}
+
+/// Hashes paths and contents in a stable order.
+fn revision_of(files: &FileList) -> String {
+    let mut sorted: Vec<&(PathBuf, Vec<u8>)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = Sha256::new();
+    for (path, bytes) in sorted {
+        let name = path.to_string_lossy();
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    }
+    let digest = hasher.finalize();
+    digest
+        .iter()
+        .take(8)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}

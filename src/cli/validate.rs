@@ -1,0 +1,87 @@
+//! `cedargate validate`: the deploy gate.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::{ConfigArgs, EXIT_ERROR};
+use crate::bundle::Severity;
+use crate::decide::load_snapshot;
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Fail when there are warnings, not only errors.
+    #[arg(long)]
+    pub deny_warnings: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(args: &ValidateArgs) -> ExitCode {
+    let config = match args.config.load() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    // Key files are part of what a deploy ships, so they are checked too. A development
+    // issuer's key is generated here if missing, as `serve` would.
+    let mut diagnostics = Vec::new();
+    let keys = crate::dev::ensure_keys(&config)
+        .map_err(|err| err.to_string())
+        .and_then(|()| crate::token::Verifier::from_config(&config).map_err(|err| err.to_string()));
+    if let Err(message) = keys {
+        diagnostics.push(crate::bundle::Diagnostic::error(
+            Some(&config.path),
+            message,
+        ));
+    }
+    let (snapshot, bundle_diagnostics) = load_snapshot(&config);
+    diagnostics.extend(bundle_diagnostics);
+
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diagnostics.len() - errors;
+    let valid = errors == 0 && !(args.deny_warnings && warnings > 0);
+
+    match args.format {
+        Format::Text => {
+            for diagnostic in &diagnostics {
+                eprintln!("{}\n", diagnostic.render());
+            }
+            match (&snapshot, valid) {
+                (Some(snapshot), true) => println!(
+                    "valid: {} policies, revision {} ({warnings} warnings)",
+                    snapshot.bundle.policy_info.len(),
+                    snapshot.bundle.revision
+                ),
+                _ => eprintln!("invalid: {errors} errors, {warnings} warnings"),
+            }
+        }
+        Format::Json => {
+            let output = json!({
+                "valid": valid,
+                "errors": errors,
+                "warnings": warnings,
+                "revision": snapshot.as_ref().map(|s| s.bundle.revision.clone()),
+                "diagnostics": diagnostics,
+            });
+            println!("{output:#}");
+        }
+    }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_ERROR)
+    }
+}

@@ -1,0 +1,711 @@
+//! The configuration file (`cedargate.toml`): parsed into raw structs that mirror the
+//! TOML, then checked and turned into [`Config`], with every path resolved against the
+//! folder that holds the file. Every mistake is reported at startup, never on a request.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default leeway for `exp` and `nbf`: clocks of issuers and servers drift by seconds,
+/// not minutes, so a small window keeps fresh tokens working without extending old ones.
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file `{path}`: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config file `{path}`: {}", problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file this was read from.
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub bundle: BundleConfig,
+    pub decision: DecisionConfig,
+    pub issuers: Vec<IssuerConfig>,
+    pub leeway: Duration,
+    pub principal: PrincipalConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` and `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BundleConfig {
+    /// Folder of `*.cedar` files, read recursively.
+    pub policies: PathBuf,
+    /// Schema file: Cedar syntax (`.cedarschema`) or JSON (`.cedarschema.json`, `.json`).
+    pub schema: PathBuf,
+    /// Folder of Cedar entities JSON files (`*.json`), read recursively.
+    pub entities: PathBuf,
+    /// Optional CIDR-to-region table.
+    pub regions: Option<PathBuf>,
+    pub watch: bool,
+    pub debounce: Duration,
+}
+
+impl BundleConfig {
+    /// Lists every path that belongs to the bundle, for the watcher and for messages.
+    pub fn paths(&self) -> Vec<&Path> {
+        let mut paths = vec![
+            self.policies.as_path(),
+            self.schema.as_path(),
+            self.entities.as_path(),
+        ];
+        if let Some(regions) = &self.regions {
+            paths.push(regions);
+        }
+        paths
+    }
+}
+
+/// What a policy whose evaluation raised an error means for the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnForbidError {
+    /// Fail closed: a `forbid` that raised an error denies the request.
+    Deny,
+    /// Plain Cedar semantics: the erroring policy is skipped, so a `permit` can still allow.
+    Skip,
+}
+
+#[derive(Debug, Clone)]
+pub struct DecisionConfig {
+    pub on_forbid_error: OnForbidError,
+    pub time_zone: jiff::tz::TimeZone,
+    pub time_zone_name: String,
+    /// Entity type of actions, such as `Crm::Action`.
+    pub action_type: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    pub name: String,
+    /// The exact `iss` value tokens must carry.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    pub keys: Vec<KeySource>,
+    /// A development issuer gets its key generated on first use and a warning at start.
+    pub development: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// A PEM public key (RSA, EC or Ed25519), with the `kid` tokens must name, if any.
+    Pem { path: PathBuf, kid: Option<String> },
+    /// A JSON Web Key Set file.
+    Jwks { path: PathBuf },
+    /// An HMAC secret read from a file; surrounding whitespace is not part of the secret.
+    SecretFile { path: PathBuf, kid: Option<String> },
+    /// An HMAC secret read from an environment variable.
+    SecretEnv { var: String, kid: Option<String> },
+}
+
+/// Where a claim sits in the token: a list of object keys from the top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath(pub Vec<String>);
+
+impl std::fmt::Display for ClaimPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("."))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PrincipalConfig {
+    pub entity_type: String,
+    pub id_claim: ClaimPath,
+    /// Attribute name to the claim that fills it.
+    pub attributes: BTreeMap<String, ClaimPath>,
+    pub parents: Vec<ParentConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ParentConfig {
+    pub claim: ClaimPath,
+    pub entity_type: String,
+}
+
+// The raw file, as serde reads it.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    bundle: RawBundle,
+    decision: RawDecision,
+    #[serde(default)]
+    tokens: RawTokens,
+    #[serde(default, rename = "issuer")]
+    issuers: Vec<RawIssuer>,
+    principal: RawPrincipal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: usize,
+    #[serde(default = "default_request_timeout_ms")]
+    request_timeout_ms: u64,
+    #[serde(default = "default_shutdown_timeout_ms")]
+    shutdown_timeout_ms: u64,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_body_bytes: default_max_body_bytes(),
+            request_timeout_ms: default_request_timeout_ms(),
+            shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8180".to_owned()
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_request_timeout_ms() -> u64 {
+    5_000
+}
+fn default_shutdown_timeout_ms() -> u64 {
+    10_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBundle {
+    policies: PathBuf,
+    schema: PathBuf,
+    entities: PathBuf,
+    regions: Option<PathBuf>,
+    #[serde(default = "default_true")]
+    watch: bool,
+    #[serde(default = "default_debounce_ms")]
+    debounce_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_debounce_ms() -> u64 {
+    100
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecision {
+    #[serde(default = "default_on_forbid_error")]
+    on_forbid_error: OnForbidError,
+    #[serde(default = "default_time_zone")]
+    time_zone: String,
+    action_type: String,
+}
+
+fn default_on_forbid_error() -> OnForbidError {
+    OnForbidError::Deny
+}
+fn default_time_zone() -> String {
+    "UTC".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    #[serde(default = "default_leeway")]
+    leeway_seconds: u64,
+}
+
+impl Default for RawTokens {
+    fn default() -> Self {
+        Self {
+            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+        }
+    }
+}
+
+fn default_leeway() -> u64 {
+    DEFAULT_LEEWAY_SECONDS
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuer {
+    name: String,
+    issuer: String,
+    #[serde(default)]
+    audiences: Vec<String>,
+    algorithms: Vec<String>,
+    keys: Vec<RawKey>,
+    #[serde(default)]
+    development: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    pem: Option<PathBuf>,
+    jwks: Option<PathBuf>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    kid: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipal {
+    #[serde(rename = "type")]
+    entity_type: String,
+    #[serde(default = "default_id_claim")]
+    id_claim: RawClaimPath,
+    #[serde(default)]
+    attributes: BTreeMap<String, RawClaimPath>,
+    #[serde(default)]
+    parents: Vec<RawParent>,
+}
+
+fn default_id_claim() -> RawClaimPath {
+    RawClaimPath::Dotted("sub".to_owned())
+}
+
+/// A claim path is either a dotted string (`realm_access.roles`) or, for claim names that
+/// contain dots themselves, an array of keys (`["https://example.com/roles"]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawClaimPath {
+    Dotted(String),
+    Keys(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawParent {
+    claim: RawClaimPath,
+    #[serde(rename = "type")]
+    entity_type: String,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates config text; `path` names the file in messages and anchors
+    /// relative paths.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        // Relative paths in the file are relative to the folder that holds it.
+        let base = path.parent().unwrap_or(Path::new(""));
+
+        let mut problems = Vec::new();
+        let server = validate_server(raw.server, &mut problems);
+        let bundle = BundleConfig {
+            policies: base.join(raw.bundle.policies),
+            schema: base.join(raw.bundle.schema),
+            entities: base.join(raw.bundle.entities),
+            regions: raw.bundle.regions.map(|r| base.join(r)),
+            watch: raw.bundle.watch,
+            debounce: Duration::from_millis(raw.bundle.debounce_ms),
+        };
+        let decision = validate_decision(raw.decision, &mut problems);
+        let issuers = raw
+            .issuers
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, issuer)| validate_issuer(index, issuer, base, &mut problems))
+            .collect::<Vec<_>>();
+        check_unique_issuers(&issuers, &mut problems);
+        let principal = validate_principal(raw.principal, &mut problems);
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            server,
+            bundle,
+            decision,
+            issuers,
+            leeway: Duration::from_secs(raw.tokens.leeway_seconds),
+            principal,
+        })
+    }
+
+    /// Returns the development issuers, which the server warns about at start.
+    pub fn development_issuers(&self) -> impl Iterator<Item = &IssuerConfig> {
+        self.issuers.iter().filter(|issuer| issuer.development)
+    }
+}
+
+fn validate_server(raw: RawServer, problems: &mut Vec<String>) -> ServerConfig {
+    let listen = raw.listen.parse().unwrap_or_else(|err| {
+        problems.push(format!(
+            "server.listen: `{}` is not an address with a port, such as `127.0.0.1:8180`: {err}",
+            raw.listen
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 8180))
+    });
+    if raw.max_body_bytes == 0 {
+        problems.push("server.max_body_bytes: must be at least 1".to_owned());
+    }
+    if raw.request_timeout_ms == 0 {
+        problems.push("server.request_timeout_ms: must be at least 1".to_owned());
+    }
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .filter_map(|text| parse_network(text, "server.trusted_proxies", problems))
+        .collect();
+    ServerConfig {
+        listen,
+        max_body_bytes: raw.max_body_bytes,
+        request_timeout: Duration::from_millis(raw.request_timeout_ms),
+        shutdown_timeout: Duration::from_millis(raw.shutdown_timeout_ms),
+        trusted_proxies,
+    }
+}
+
+/// Parses a CIDR network; a bare address stands for a network of that one address.
+pub fn parse_network(text: &str, key: &str, problems: &mut Vec<String>) -> Option<IpNet> {
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    if let Ok(addr) = text.parse::<std::net::IpAddr>() {
+        return Some(IpNet::from(addr));
+    }
+    problems.push(format!(
+        "{key}: `{text}` is not a network such as `10.0.0.0/8` or an address such as `10.0.0.1`"
+    ));
+    None
+}
+
+fn validate_decision(raw: RawDecision, problems: &mut Vec<String>) -> DecisionConfig {
+    let time_zone = jiff::tz::TimeZone::get(&raw.time_zone).unwrap_or_else(|err| {
+        problems.push(format!(
+            "decision.time_zone: `{}` is not an IANA time zone such as `Europe/Berlin`: {err}",
+            raw.time_zone
+        ));
+        jiff::tz::TimeZone::UTC
+    });
+    if raw
+        .action_type
+        .parse::<cedar_policy::EntityTypeName>()
+        .is_err()
+    {
+        problems.push(format!(
+            "decision.action_type: `{}` is not a Cedar entity type name such as `Crm::Action`",
+            raw.action_type
+        ));
+    }
+    DecisionConfig {
+        on_forbid_error: raw.on_forbid_error,
+        time_zone,
+        time_zone_name: raw.time_zone,
+        action_type: raw.action_type,
+    }
+}
+
+fn validate_issuer(
+    index: usize,
+    raw: RawIssuer,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Option<IssuerConfig> {
+    let key = format!("issuer[{index}] (`{}`)", raw.name);
+    let before = problems.len();
+
+    if raw.issuer.is_empty() {
+        problems.push(format!("{key}.issuer: must not be empty"));
+    }
+    if raw.algorithms.is_empty() {
+        problems.push(format!(
+            "{key}.algorithms: list at least one algorithm, such as `RS256`"
+        ));
+    }
+    let algorithms = raw
+        .algorithms
+        .iter()
+        .filter_map(|name| match parse_algorithm(name) {
+            Some(alg) => Some(alg),
+            None => {
+                problems.push(format!(
+                    "{key}.algorithms: `{name}` is not supported; use one of {}",
+                    SUPPORTED_ALGORITHMS.join(", ")
+                ));
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    if raw.keys.is_empty() {
+        problems.push(format!(
+            "{key}.keys: list at least one key (`pem`, `jwks`, `secret_file` or `secret_env`)"
+        ));
+    }
+    let keys = raw
+        .keys
+        .into_iter()
+        .enumerate()
+        .filter_map(|(key_index, raw_key)| {
+            validate_key(&format!("{key}.keys[{key_index}]"), raw_key, base, problems)
+        })
+        .collect();
+
+    (problems.len() == before).then_some(IssuerConfig {
+        name: raw.name,
+        issuer: raw.issuer,
+        audiences: raw.audiences,
+        algorithms,
+        keys,
+        development: raw.development,
+    })
+}
+
+fn validate_key(
+    key: &str,
+    raw: RawKey,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Option<KeySource> {
+    let source = match (raw.pem, raw.jwks, raw.secret_file, raw.secret_env) {
+        (Some(path), None, None, None) => KeySource::Pem {
+            path: base.join(path),
+            kid: raw.kid,
+        },
+        (None, Some(path), None, None) => {
+            if raw.kid.is_some() {
+                problems.push(format!(
+                    "{key}.kid: a JWKS file names its keys itself; remove `kid`"
+                ));
+                return None;
+            }
+            KeySource::Jwks {
+                path: base.join(path),
+            }
+        }
+        (None, None, Some(path), None) => KeySource::SecretFile {
+            path: base.join(path),
+            kid: raw.kid,
+        },
+        (None, None, None, Some(var)) => KeySource::SecretEnv { var, kid: raw.kid },
+        _ => {
+            problems.push(format!(
+                "{key}: set exactly one of `pem`, `jwks`, `secret_file` and `secret_env`"
+            ));
+            return None;
+        }
+    };
+    Some(source)
+}
+
+fn check_unique_issuers(issuers: &[IssuerConfig], problems: &mut Vec<String>) {
+    for (index, issuer) in issuers.iter().enumerate() {
+        let earlier = issuers.iter().take(index);
+        if earlier.clone().any(|other| other.issuer == issuer.issuer) {
+            problems.push(format!(
+                "issuer `{}`: another issuer has the same `iss` value `{}`",
+                issuer.name, issuer.issuer
+            ));
+        }
+        if earlier.clone().any(|other| other.name == issuer.name) {
+            problems.push(format!("issuer `{}`: the name is used twice", issuer.name));
+        }
+    }
+}
+
+fn validate_principal(raw: RawPrincipal, problems: &mut Vec<String>) -> PrincipalConfig {
+    check_entity_type(&raw.entity_type, "principal.type", problems);
+    let id_claim = claim_path(raw.id_claim, "principal.id_claim", problems);
+    let attributes = raw
+        .attributes
+        .into_iter()
+        .map(|(name, path)| {
+            let path = claim_path(path, &format!("principal.attributes.{name}"), problems);
+            (name, path)
+        })
+        .collect();
+    let parents = raw
+        .parents
+        .into_iter()
+        .enumerate()
+        .map(|(index, parent)| {
+            let key = format!("principal.parents[{index}]");
+            check_entity_type(&parent.entity_type, &format!("{key}.type"), problems);
+            ParentConfig {
+                claim: claim_path(parent.claim, &format!("{key}.claim"), problems),
+                entity_type: parent.entity_type,
+            }
+        })
+        .collect();
+    PrincipalConfig {
+        entity_type: raw.entity_type,
+        id_claim,
+        attributes,
+        parents,
+    }
+}
+
+fn check_entity_type(name: &str, key: &str, problems: &mut Vec<String>) {
+    if name.parse::<cedar_policy::EntityTypeName>().is_err() {
+        problems.push(format!(
+            "{key}: `{name}` is not a Cedar entity type name such as `Crm::User`"
+        ));
+    }
+}
+
+fn claim_path(raw: RawClaimPath, key: &str, problems: &mut Vec<String>) -> ClaimPath {
+    let keys = match raw {
+        RawClaimPath::Dotted(text) => text.split('.').map(str::to_owned).collect::<Vec<_>>(),
+        RawClaimPath::Keys(keys) => keys,
+    };
+    if keys.is_empty() || keys.iter().any(String::is_empty) {
+        problems.push(format!(
+            "{key}: claim path has an empty part; write `a.b` or, for names with dots, `[\"https://example.com/roles\"]`"
+        ));
+    }
+    ClaimPath(keys)
+}
+
+/// Algorithm names accepted in `issuer.algorithms`.
+pub const SUPPORTED_ALGORITHMS: [&str; 12] = [
+    "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+    "ES384", "EdDSA",
+];
+
+/// Maps an algorithm name to jsonwebtoken's type; only the exact JWA spelling is accepted.
+pub fn parse_algorithm(name: &str) -> Option<jsonwebtoken::Algorithm> {
+    use jsonwebtoken::Algorithm::*;
+    let alg = match name {
+        "HS256" => HS256,
+        "HS384" => HS384,
+        "HS512" => HS512,
+        "RS256" => RS256,
+        "RS384" => RS384,
+        "RS512" => RS512,
+        "PS256" => PS256,
+        "PS384" => PS384,
+        "PS512" => PS512,
+        "ES256" => ES256,
+        "ES384" => ES384,
+        "EdDSA" => EdDSA,
+        _ => return None,
+    };
+    Some(alg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [bundle]
+        policies = "policies"
+        schema = "schema/s.cedarschema"
+        entities = "entities"
+        [decision]
+        action_type = "App::Action"
+        [principal]
+        type = "App::User"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_toml(Path::new("/etc/cg/cedargate.toml"), MINIMAL);
+        let config = config.unwrap_or_else(|err| unreachable!("{err}"));
+        assert_eq!(config.leeway, Duration::from_secs(DEFAULT_LEEWAY_SECONDS));
+        assert_eq!(config.principal.id_claim, ClaimPath(vec!["sub".into()]));
+        assert_eq!(config.bundle.policies, Path::new("/etc/cg/policies"));
+        assert_eq!(config.decision.on_forbid_error, OnForbidError::Deny);
+    }
+
+    #[test]
+    fn every_problem_reported_at_once() {
+        let text = format!(
+            "{MINIMAL}\n[[issuer]]\nname = \"a\"\nissuer = \"\"\nalgorithms = [\"none\"]\nkeys = []\n"
+        );
+        let err = Config::from_toml(Path::new("c.toml"), &text).err();
+        let Some(ConfigError::Invalid { problems, .. }) = err else {
+            unreachable!("expected invalid config, got {err:?}");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`none` is not supported"))
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let text = format!("{MINIMAL}\n[server]\nlisten_port = 1\n");
+        let err = Config::from_toml(Path::new("c.toml"), &text).err();
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("unknown field `listen_port`"), "{message}");
+        assert!(message.contains("line 12"), "{message}");
+    }
+
+    #[test]
+    fn claim_path_forms() {
+        let mut problems = Vec::new();
+        let dotted = claim_path(
+            RawClaimPath::Dotted("realm_access.roles".into()),
+            "k",
+            &mut problems,
+        );
+        assert_eq!(dotted.0, ["realm_access", "roles"]);
+        let keys = claim_path(
+            RawClaimPath::Keys(vec!["https://example.com/roles".into()]),
+            "k",
+            &mut problems,
+        );
+        assert_eq!(keys.0, ["https://example.com/roles"]);
+        assert!(problems.is_empty());
+    }
+}

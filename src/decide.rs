@@ -1,0 +1,406 @@
+//! The whole data path for one request: token, mapping, engine, answer and decision log.
+//! The HTTP handler and `cedargate authorize` both call [`Pdp::decide`], so what the
+//! tests prove of one is true of the other.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::bundle::{self, Bundle, Diagnostic};
+use crate::config::Config;
+use crate::engine::{self, DenyKind, PolicyError};
+use crate::mapping::{AuthorizeInput, Mapping, MappingError, RequestMeta};
+use crate::token::{TokenError, Verifier};
+
+/// The tracing target of decision log lines, separate from the operational log.
+pub const DECISION_LOG_TARGET: &str = "cedargate::decision";
+
+/// A loaded bundle together with the principal mapping checked against its schema.
+pub struct Snapshot {
+    pub bundle: Bundle,
+    pub mapping: Mapping,
+}
+
+/// Loads the bundle the config describes and checks the mapping against it. Returns the
+/// snapshot when there is no error, and every diagnostic, warnings included.
+pub fn load_snapshot(config: &Config) -> (Option<Snapshot>, Vec<Diagnostic>) {
+    let outcome = bundle::load(&config.bundle);
+    let mut diagnostics = outcome.diagnostics;
+    let Some(bundle) = outcome.bundle else {
+        return (None, diagnostics);
+    };
+    match Mapping::new(&config.principal, &config.decision.action_type, &bundle) {
+        Ok(mapping) => (Some(Snapshot { bundle, mapping }), diagnostics),
+        Err(problems) => {
+            diagnostics.extend(
+                problems
+                    .into_iter()
+                    .map(|problem| Diagnostic::error(Some(&config.path), problem)),
+            );
+            (None, diagnostics)
+        }
+    }
+}
+
+/// The policy decision point: configuration, verification keys and the current snapshot.
+pub struct Pdp {
+    pub config: Config,
+    verifier: Verifier,
+    current: ArcSwapOption<Snapshot>,
+    reload: Mutex<ReloadStatus>,
+}
+
+/// Counts of reloads and the last failure, for the status route.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub succeeded: u64,
+    pub failed: u64,
+    /// The last failed reload, cleared by the next successful one. While it is set, the
+    /// server is serving a bundle older than the files on disk.
+    pub last_error: Option<ReloadFailure>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadFailure {
+    pub at: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The credential presented with a request.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// No `Authorization` header, or not a bearer token.
+    Missing,
+    /// A bearer token to verify.
+    Bearer(&'a str),
+    /// Claims that are trusted as given, for offline decisions (`cedargate authorize
+    /// --claims`); never reachable over HTTP.
+    TrustedClaims(&'a Map<String, Value>),
+}
+
+/// What went wrong before the policies could decide, with its HTTP meaning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnswerError {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The answer to one request, as `POST /authorize` and `cedargate authorize` return it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub decision: &'static str,
+    pub policies: Vec<String>,
+    pub errors: Vec<PolicyError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny: Option<DenyKind>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<AnswerError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    pub request_id: String,
+}
+
+impl Answer {
+    pub fn is_allow(&self) -> bool {
+        self.decision == "allow"
+    }
+
+    /// A deny that no policy decided: bad token, bad request or no bundle.
+    pub fn refused(kind: DenyKind, error: AnswerError, request_id: String) -> Self {
+        Self {
+            decision: "deny",
+            policies: Vec::new(),
+            errors: Vec::new(),
+            deny: Some(kind),
+            reasons: Vec::new(),
+            error: Some(error),
+            revision: None,
+            request_id,
+        }
+    }
+}
+
+impl Pdp {
+    /// Builds the decision point with its verification keys and no bundle yet.
+    pub fn new(config: Config) -> Result<Self, crate::token::KeyError> {
+        let verifier = Verifier::from_config(&config)?;
+        Ok(Self {
+            config,
+            verifier,
+            current: ArcSwapOption::empty(),
+            reload: Mutex::new(ReloadStatus::default()),
+        })
+    }
+
+    /// Returns a copy of the reload counters and the last failure.
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.reload
+            .lock()
+            .map(|status| status.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records a successful reload, which clears the last failure.
+    pub fn record_reload_success(&self) {
+        if let Ok(mut status) = self.reload.lock() {
+            status.succeeded += 1;
+            status.last_error = None;
+        }
+    }
+
+    /// Records a failed reload; the current snapshot keeps serving.
+    pub fn record_reload_failure(&self, diagnostics: Vec<Diagnostic>) {
+        if let Ok(mut status) = self.reload.lock() {
+            status.failed += 1;
+            status.last_error = Some(ReloadFailure {
+                at: jiff::Timestamp::now().to_string(),
+                diagnostics,
+            });
+        }
+    }
+
+    /// Returns the current snapshot, if one is loaded.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
+    /// Publishes a new snapshot; requests already running keep the one they took.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Some(Arc::new(snapshot)));
+    }
+
+    /// Runs the data path for one request. `body` is the JSON request body; `meta` holds
+    /// what the server vouches for. Every failure is a deny with a reason.
+    pub fn decide(&self, credential: Credential<'_>, body: &[u8], meta: &RequestMeta) -> Answer {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let snapshot = self.snapshot();
+        let mut log = LogFields::default();
+        let answer = self.run(
+            snapshot.as_deref(),
+            credential,
+            body,
+            meta,
+            request_id,
+            &mut log,
+        );
+        log.emit(&answer, meta, started);
+        answer
+    }
+
+    fn run(
+        &self,
+        snapshot: Option<&Snapshot>,
+        credential: Credential<'_>,
+        body: &[u8],
+        meta: &RequestMeta,
+        request_id: String,
+        log: &mut LogFields,
+    ) -> Answer {
+        let Some(snapshot) = snapshot else {
+            let error = AnswerError {
+                code: "no_bundle".into(),
+                message: "no valid policy bundle is loaded yet".into(),
+                field: None,
+            };
+            return Answer::refused(DenyKind::Unavailable, error, request_id);
+        };
+        let revision = snapshot.bundle.revision.clone();
+        let with_revision = |mut answer: Answer| {
+            answer.revision = Some(revision.clone());
+            answer
+        };
+
+        let verified;
+        let claims = match credential {
+            Credential::TrustedClaims(claims) => claims,
+            Credential::Missing => {
+                let error = AnswerError {
+                    code: "missing_token".into(),
+                    message: "send a bearer token in the `Authorization` header".into(),
+                    field: None,
+                };
+                return with_revision(Answer::refused(DenyKind::TokenInvalid, error, request_id));
+            }
+            Credential::Bearer(token) => match self.verify(token, meta) {
+                Ok(token) => {
+                    verified = token;
+                    log.issuer = Some(verified.issuer_name.clone());
+                    &verified.claims
+                }
+                Err(err) => {
+                    return with_revision(Answer::refused(
+                        DenyKind::TokenInvalid,
+                        token_error(&err),
+                        request_id,
+                    ));
+                }
+            },
+        };
+        log.subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
+        log.jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
+
+        let input: AuthorizeInput = match parse_body(body) {
+            Ok(input) => input,
+            Err(error) => {
+                return with_revision(Answer::refused(DenyKind::RequestInvalid, error, request_id));
+            }
+        };
+        log.action = Some(input.action.clone());
+        log.resource = Some(format!(
+            "{}::{:?}",
+            input.resource.entity_type, input.resource.id
+        ));
+
+        let mapped = snapshot.mapping.map(
+            &snapshot.bundle,
+            &self.config.decision.time_zone,
+            claims,
+            meta,
+            &input,
+        );
+        let evaluation = mapped.and_then(|mapped| {
+            log.principal = Some(
+                mapped
+                    .request
+                    .principal()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+            );
+            engine::evaluate(
+                &snapshot.bundle,
+                mapped,
+                self.config.decision.on_forbid_error,
+            )
+        });
+        let evaluation = match evaluation {
+            Ok(evaluation) => evaluation,
+            Err(err) => {
+                let (kind, error) = mapping_error(err);
+                return with_revision(Answer::refused(kind, error, request_id));
+            }
+        };
+
+        with_revision(Answer {
+            decision: if evaluation.allowed { "allow" } else { "deny" },
+            policies: evaluation.policies,
+            errors: evaluation.errors,
+            deny: evaluation.deny_kind,
+            reasons: evaluation.reasons,
+            error: None,
+            revision: None,
+            request_id,
+        })
+    }
+
+    fn verify(
+        &self,
+        token: &str,
+        meta: &RequestMeta,
+    ) -> Result<crate::token::VerifiedToken, TokenError> {
+        let now = meta.time.as_millisecond() as f64 / 1000.0;
+        self.verifier.verify_at(token, now)
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<AuthorizeInput, AnswerError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        // For a missing or unknown field the path ends at the enclosing object, but serde
+        // names the field in backticks.
+        let named = inner.to_string();
+        let named = named
+            .strip_prefix("missing field `")
+            .or_else(|| named.strip_prefix("unknown field `"))
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), named) {
+            (".", Some(name)) => name.to_owned(),
+            (".", None) => "body".to_owned(),
+            (path, Some(name)) => format!("{path}.{name}"),
+            (path, None) => path.to_owned(),
+        };
+        AnswerError {
+            code: "invalid_request".into(),
+            message: format!("{field}: {inner}"),
+            field: Some(field),
+        }
+    })
+}
+
+fn token_error(err: &TokenError) -> AnswerError {
+    AnswerError {
+        code: err.code().to_owned(),
+        message: err.to_string(),
+        field: None,
+    }
+}
+
+fn mapping_error(err: MappingError) -> (DenyKind, AnswerError) {
+    match err {
+        MappingError::Claims(message) => (
+            DenyKind::TokenInvalid,
+            AnswerError {
+                code: "invalid_claims".into(),
+                message,
+                field: None,
+            },
+        ),
+        MappingError::Request { field, message } => (
+            DenyKind::RequestInvalid,
+            AnswerError {
+                code: "invalid_request".into(),
+                message: format!("{field}: {message}"),
+                field: Some(field),
+            },
+        ),
+    }
+}
+
+/// Identity fields for the decision log line, gathered along the path.
+#[derive(Default)]
+struct LogFields {
+    issuer: Option<String>,
+    subject: Option<String>,
+    jti: Option<String>,
+    principal: Option<String>,
+    action: Option<String>,
+    resource: Option<String>,
+}
+
+impl LogFields {
+    fn emit(&self, answer: &Answer, meta: &RequestMeta, started: Instant) {
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let policies = answer.policies.join(",");
+        let errors: Vec<&str> = answer.errors.iter().map(|e| e.policy.as_str()).collect();
+        let deny = answer.deny.map(|kind| format!("{kind:?}"));
+        let error_code = answer.error.as_ref().map(|e| e.code.as_str());
+        tracing::info!(
+            target: DECISION_LOG_TARGET,
+            request_id = %answer.request_id,
+            revision = answer.revision.as_deref(),
+            decision = answer.decision,
+            policies = %policies,
+            erroring = %errors.join(","),
+            deny = deny.as_deref(),
+            error = error_code,
+            principal = self.principal.as_deref(),
+            action = self.action.as_deref(),
+            resource = self.resource.as_deref(),
+            issuer = self.issuer.as_deref(),
+            sub = self.subject.as_deref(),
+            jti = self.jti.as_deref(),
+            client_ip = %meta.client_ip,
+            latency_us,
+            "decision"
+        );
+    }
+}

@@ -1,0 +1,47 @@
+//! The `cedargate` binary: parses the command line, sets up logging and dispatches.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+use cedargate::cli::{Cli, Command};
+use cedargate::decide::DECISION_LOG_TARGET;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Serve(_)));
+    cedargate::cli::run(cli)
+}
+
+/// Operational logs go to standard error. The server also writes one JSON line per
+/// decision to standard output; the offline commands print their own output there.
+fn init_logging(decision_log: bool) {
+    let operational_filter = EnvFilter::try_from_env("CEDARGATE_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .add_directive(
+            format!("{DECISION_LOG_TARGET}=off")
+                .parse()
+                .unwrap_or_default(),
+        );
+    let operational = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(operational_filter);
+
+    let decisions = decision_log.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_writer(std::io::stdout)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(DECISION_LOG_TARGET, tracing::Level::INFO),
+            )
+    });
+    tracing_subscriber::registry()
+        .with(operational)
+        .with(decisions)
+        .init();
+}

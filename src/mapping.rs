@@ -1,0 +1,689 @@
+//! Mapping stage: turns verified claims, the request's metadata and the caller's request
+//! into a Cedar request plus the principal entity.
+//!
+//! The principal is built from claims as the config declares, with each value converted
+//! to the type the schema declares for its attribute. The context holds what the server
+//! fills in (client IP, time, region, method, path), for each key the action's context
+//! type declares, and the caller's own context under `caller`, which can therefore never
+//! override a server-filled key. Every entity UID is built with the Cedar API from a type
+//! and an id, so no claim text is ever parsed as Cedar syntax.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use cedar_policy::{Context, Entity, EntityId, EntityTypeName, EntityUid, Request};
+use serde_json::{Map, Value, json};
+
+use crate::bundle::Bundle;
+use crate::bundle::diagnostics::error_chain;
+use crate::bundle::schema_types::{AttrType, RecordType};
+use crate::config::{ClaimPath, PrincipalConfig};
+
+/// The context key that holds the caller's own context.
+pub const CALLER_KEY: &str = "caller";
+
+/// Why a request could not be mapped. Claim problems are the token's; request problems
+/// are the caller's, and name the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    #[error("{0}")]
+    Claims(String),
+    #[error("{field}: {message}")]
+    Request { field: String, message: String },
+}
+
+impl MappingError {
+    fn request(field: &str, message: impl Into<String>) -> Self {
+        Self::Request {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Request metadata that the server, not the caller, vouches for.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub client_ip: IpAddr,
+    pub time: jiff::Timestamp,
+    pub method: Option<String>,
+    pub path: Option<String>,
+}
+
+/// What the caller asks: may the principal do `action` on `resource`?
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeInput {
+    pub action: String,
+    pub resource: ResourceRef,
+    #[serde(default)]
+    pub context: Map<String, Value>,
+    /// HTTP method of the API call being authorized, when a proxy forwards it.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Path of the API call being authorized.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceRef {
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    pub id: String,
+}
+
+/// A Cedar request and the principal entity that goes with it.
+pub struct MappedRequest {
+    pub request: Request,
+    pub principal: Entity,
+}
+
+/// The principal mapping, checked against the schema of one bundle.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    principal_type: EntityTypeName,
+    id_claim: ClaimPath,
+    attributes: Vec<MappedAttribute>,
+    parents: Vec<(ClaimPath, EntityTypeName)>,
+    action_type: EntityTypeName,
+}
+
+#[derive(Debug, Clone)]
+struct MappedAttribute {
+    name: String,
+    claim: ClaimPath,
+    ty: AttrType,
+    required: bool,
+}
+
+/// The keys the server fills in, with the type each must have in the schema.
+const SERVER_KEYS: [(&str, &str); 8] = [
+    ("ip", "ipaddr"),
+    ("region", "String"),
+    ("time", "datetime"),
+    ("hour", "Long"),
+    ("minute", "Long"),
+    ("weekday", "Long"),
+    ("method", "String"),
+    ("path", "String"),
+];
+
+impl Mapping {
+    /// Checks the principal mapping and the server-filled context keys against the
+    /// bundle's schema, reporting every problem at once.
+    pub fn new(
+        config: &PrincipalConfig,
+        action_type: &str,
+        bundle: &Bundle,
+    ) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let principal_type = parse_type(&config.entity_type, "principal.type", &mut problems);
+        let action_type = parse_type(action_type, "decision.action_type", &mut problems);
+
+        let shape = bundle.types.entity_shape(&config.entity_type);
+        let Some(shape) = shape else {
+            problems.push(format!(
+                "principal.type: entity type `{}` is not declared in the schema",
+                config.entity_type
+            ));
+            return Err(problems);
+        };
+        let mut attributes = Vec::new();
+        for (name, claim) in &config.attributes {
+            match shape.attributes.get(name) {
+                Some(attr) => attributes.push(MappedAttribute {
+                    name: name.clone(),
+                    claim: claim.clone(),
+                    ty: attr.ty.clone(),
+                    required: attr.required,
+                }),
+                None => problems.push(format!(
+                    "principal.attributes.{name}: `{}` has no attribute `{name}` in the schema",
+                    config.entity_type
+                )),
+            }
+        }
+        for (name, attr) in &shape.attributes {
+            if attr.required && !config.attributes.contains_key(name) {
+                problems.push(format!(
+                    "principal.attributes: the schema requires attribute `{name}` of `{}`; map a claim to it",
+                    config.entity_type
+                ));
+            }
+        }
+        let parents = config
+            .parents
+            .iter()
+            .enumerate()
+            .filter_map(|(index, parent)| {
+                let key = format!("principal.parents[{index}].type");
+                let ty = parse_type(&parent.entity_type, &key, &mut problems)?;
+                if bundle.types.entity_shape(&parent.entity_type).is_none() {
+                    problems.push(format!(
+                        "{key}: entity type `{}` is not declared in the schema",
+                        parent.entity_type
+                    ));
+                }
+                Some((parent.claim.clone(), ty))
+            })
+            .collect();
+        check_context_types(bundle, &mut problems);
+
+        match (principal_type, action_type) {
+            (Some(principal_type), Some(action_type)) if problems.is_empty() => Ok(Self {
+                principal_type,
+                id_claim: config.id_claim.clone(),
+                attributes,
+                parents,
+                action_type,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Builds the Cedar request for one call.
+    pub fn map(
+        &self,
+        bundle: &Bundle,
+        time_zone: &jiff::tz::TimeZone,
+        claims: &Map<String, Value>,
+        meta: &RequestMeta,
+        input: &AuthorizeInput,
+    ) -> Result<MappedRequest, MappingError> {
+        let principal = self.principal(bundle, claims)?;
+        let principal_uid = principal.uid();
+
+        let action_id = EntityId::from_str(&input.action)
+            .map_err(|err| MappingError::request("action", format!("invalid action id: {err}")))?;
+        let action = EntityUid::from_type_name_and_id(self.action_type.clone(), action_id);
+        let context_type = bundle
+            .types
+            .action_context(&self.action_type.to_string(), &input.action)
+            .ok_or_else(|| {
+                MappingError::request(
+                    "action",
+                    format!("action `{}` is not declared in the schema", input.action),
+                )
+            })?;
+
+        let resource_type =
+            EntityTypeName::from_str(&input.resource.entity_type).map_err(|_| {
+                MappingError::request(
+                    "resource.type",
+                    format!(
+                        "`{}` is not a Cedar entity type name such as `Crm::Customer`",
+                        input.resource.entity_type
+                    ),
+                )
+            })?;
+        let resource_id = EntityId::from_str(&input.resource.id).map_err(|err| {
+            MappingError::request("resource.id", format!("invalid entity id: {err}"))
+        })?;
+        let resource = EntityUid::from_type_name_and_id(resource_type, resource_id);
+
+        let context_json = server_context(context_type, time_zone, meta, input, &bundle.regions)?;
+        let context = Context::from_json_value(context_json, Some((&bundle.schema, &action)))
+            .map_err(|err| MappingError::request("context", error_chain(&err)))?;
+
+        let request = Request::new(
+            principal_uid,
+            action,
+            resource,
+            context,
+            Some(&bundle.schema),
+        )
+        .map_err(|err| request_error(&err, input))?;
+        Ok(MappedRequest { request, principal })
+    }
+
+    fn principal(
+        &self,
+        bundle: &Bundle,
+        claims: &Map<String, Value>,
+    ) -> Result<Entity, MappingError> {
+        let id = match lookup(claims, &self.id_claim) {
+            Some(Value::String(id)) if !id.is_empty() => id.clone(),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            Some(_) => {
+                return Err(MappingError::Claims(format!(
+                    "claim `{}` that names the principal must be a non-empty string",
+                    self.id_claim
+                )));
+            }
+            None => {
+                return Err(MappingError::Claims(format!(
+                    "claim `{}` that names the principal is missing",
+                    self.id_claim
+                )));
+            }
+        };
+        let uid = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(id));
+
+        let mut attrs = Map::new();
+        for attr in &self.attributes {
+            let Some(value) = lookup(claims, &attr.claim) else {
+                if attr.required {
+                    return Err(MappingError::Claims(format!(
+                        "claim `{}` is missing, and attribute `{}` of `{}` requires it",
+                        attr.claim, attr.name, self.principal_type
+                    )));
+                }
+                continue;
+            };
+            let converted = to_cedar_json(value, &attr.ty).map_err(|message| {
+                MappingError::Claims(format!(
+                    "claim `{}` for attribute `{}`: {message}",
+                    attr.claim, attr.name
+                ))
+            })?;
+            attrs.insert(attr.name.clone(), converted);
+        }
+
+        let mut parents = Vec::new();
+        for (claim, parent_type) in &self.parents {
+            for id in parent_ids(lookup(claims, claim), claim)? {
+                let parent =
+                    EntityUid::from_type_name_and_id(parent_type.clone(), EntityId::new(id));
+                parents.push(uid_json(&parent)?);
+            }
+        }
+
+        let entity = json!({ "uid": uid_json(&uid)?, "attrs": attrs, "parents": parents });
+        Entity::from_json_value(entity, Some(&bundle.schema)).map_err(|err| {
+            MappingError::Claims(format!(
+                "claims do not fit principal type `{}`: {}",
+                self.principal_type,
+                error_chain(&err)
+            ))
+        })
+    }
+}
+
+fn parse_type(name: &str, key: &str, problems: &mut Vec<String>) -> Option<EntityTypeName> {
+    EntityTypeName::from_str(name)
+        .map_err(|_| problems.push(format!("{key}: `{name}` is not a Cedar entity type name")))
+        .ok()
+}
+
+/// Checks that every server-filled key an action's context declares has the type the
+/// server fills in.
+fn check_context_types(bundle: &Bundle, problems: &mut Vec<String>) {
+    let mut contexts: Vec<(&(String, String), &RecordType)> =
+        bundle.types.action_contexts().collect();
+    contexts.sort_by(|a, b| a.0.cmp(b.0));
+    for ((action_type, action), context) in contexts {
+        for (key, expected) in SERVER_KEYS {
+            let Some(attr) = context.attributes.get(key) else {
+                continue;
+            };
+            if attr.ty.to_string() != expected {
+                problems.push(format!(
+                    "schema: context attribute `{key}` of action `{action_type}::\"{action}\"` is {}, but the server fills it in as {expected}",
+                    attr.ty
+                ));
+            }
+        }
+        if let Some(caller) = context.attributes.get(CALLER_KEY)
+            && !matches!(caller.ty, AttrType::Record(_))
+        {
+            problems.push(format!(
+                "schema: context attribute `{CALLER_KEY}` of action `{action_type}::\"{action}\"` must be a record; it holds the caller's context"
+            ));
+        }
+    }
+}
+
+/// Follows a claim path through nested objects.
+fn lookup<'a>(claims: &'a Map<String, Value>, path: &ClaimPath) -> Option<&'a Value> {
+    let (first, rest) = path.0.split_first()?;
+    let mut value = claims.get(first)?;
+    for key in rest {
+        value = value.as_object()?.get(key)?;
+    }
+    if value.is_null() { None } else { Some(value) }
+}
+
+fn parent_ids(value: Option<&Value>, claim: &ClaimPath) -> Result<Vec<String>, MappingError> {
+    let not_strings = || {
+        MappingError::Claims(format!(
+            "claim `{claim}` for parents must be a string or an array of strings"
+        ))
+    };
+    match value {
+        None => Ok(Vec::new()),
+        // A single string is one parent: group names can contain spaces.
+        Some(Value::String(id)) => Ok(vec![id.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or_else(not_strings))
+            .collect(),
+        Some(_) => Err(not_strings()),
+    }
+}
+
+fn uid_json(uid: &EntityUid) -> Result<Value, MappingError> {
+    uid.to_json_value().map_err(|err| {
+        MappingError::Claims(format!("entity `{uid}` cannot be written as JSON: {err}"))
+    })
+}
+
+/// Converts a claim value to Cedar's JSON value format for the declared type. Objects
+/// are read only through the declared record attributes, so a claim can never smuggle in
+/// an `__entity` or `__extn` escape of its own.
+pub fn to_cedar_json(value: &Value, ty: &AttrType) -> Result<Value, String> {
+    match (ty, value) {
+        (AttrType::String, Value::String(_)) => Ok(value.clone()),
+        (AttrType::Long, Value::Number(n)) if n.is_i64() => Ok(value.clone()),
+        (AttrType::Long, Value::String(text)) => text
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("expected a Long, found the string `{text}`")),
+        (AttrType::Bool, Value::Bool(_)) => Ok(value.clone()),
+        // Some providers send booleans as strings (Cognito's `email_verified`).
+        (AttrType::Bool, Value::String(text)) if text == "true" || text == "false" => {
+            Ok(Value::Bool(text == "true"))
+        }
+        (AttrType::Set(element), Value::Array(items)) => items
+            .iter()
+            .map(|item| to_cedar_json(item, element))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        // OAuth scopes arrive as one space-separated string (RFC 6749 section 3.3).
+        (AttrType::Set(element), Value::String(text)) if **element == AttrType::String => Ok(
+            Value::Array(text.split_whitespace().map(Value::from).collect()),
+        ),
+        (AttrType::Set(element), single) => Ok(Value::Array(vec![to_cedar_json(single, element)?])),
+        (AttrType::Record(record), Value::Object(object)) => {
+            let mut out = Map::new();
+            for (name, attr) in &record.attributes {
+                match object.get(name).filter(|v| !v.is_null()) {
+                    Some(inner) => {
+                        let converted = to_cedar_json(inner, &attr.ty)
+                            .map_err(|message| format!("in `{name}`: {message}"))?;
+                        out.insert(name.clone(), converted);
+                    }
+                    None if attr.required => return Err(format!("record has no `{name}`")),
+                    None => {}
+                }
+            }
+            Ok(Value::Object(out))
+        }
+        (AttrType::Entity(entity_type), Value::String(id)) => {
+            let entity_type = EntityTypeName::from_str(entity_type)
+                .map_err(|err| format!("invalid entity type `{entity_type}`: {err}"))?;
+            let uid = EntityUid::from_type_name_and_id(entity_type, EntityId::new(id));
+            // Cedar writes an entity reference as `{"__entity": {"type": .., "id": ..}}`.
+            uid.to_json_value().map_err(|err| err.to_string())
+        }
+        (AttrType::Extension(name), Value::String(text)) => {
+            let function = if name == "ipaddr" {
+                "ip"
+            } else {
+                name.as_str()
+            };
+            Ok(json!({ "__extn": { "fn": function, "arg": text } }))
+        }
+        // A NumericDate claim such as `auth_time` becomes a datetime.
+        (AttrType::Extension(name), Value::Number(n)) if name == "datetime" => {
+            let seconds = n.as_i64().ok_or("expected whole seconds since the epoch")?;
+            let timestamp = jiff::Timestamp::from_second(seconds).map_err(|err| err.to_string())?;
+            Ok(json!({ "__extn": { "fn": "datetime", "arg": cedar_datetime(timestamp) } }))
+        }
+        (ty, value) => Err(format!("expected {ty}, found {}", json_kind(value))),
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Formats a timestamp the way Cedar's `datetime` accepts it, in UTC with milliseconds.
+pub fn cedar_datetime(timestamp: jiff::Timestamp) -> String {
+    timestamp.strftime("%Y-%m-%dT%H:%M:%S.%3fZ").to_string()
+}
+
+/// Builds the context record: server-filled keys that the action declares, plus the
+/// caller's context under `caller`.
+fn server_context(
+    declared: &RecordType,
+    time_zone: &jiff::tz::TimeZone,
+    meta: &RequestMeta,
+    input: &AuthorizeInput,
+    regions: &crate::bundle::RegionTable,
+) -> Result<Value, MappingError> {
+    let local = meta.time.to_zoned(time_zone.clone());
+    let client_ip = crate::bundle::regions::canonical(meta.client_ip);
+    let mut filled = Map::new();
+    let mut put = |key: &str, value: Value| {
+        if declared.attributes.contains_key(key) {
+            filled.insert(key.to_owned(), value);
+        }
+    };
+    put(
+        "ip",
+        json!({ "__extn": { "fn": "ip", "arg": client_ip.to_string() } }),
+    );
+    put("region", Value::from(regions.region_of(client_ip)));
+    put(
+        "time",
+        json!({ "__extn": { "fn": "datetime", "arg": cedar_datetime(meta.time) } }),
+    );
+    put("hour", Value::from(local.hour()));
+    put("minute", Value::from(local.minute()));
+    put(
+        "weekday",
+        Value::from(local.weekday().to_monday_one_offset()),
+    );
+    if let Some(method) = input.method.as_ref().or(meta.method.as_ref()) {
+        if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(MappingError::request(
+                "method",
+                format!("`{method}` is not an HTTP method such as `GET`"),
+            ));
+        }
+        put("method", Value::from(method.to_ascii_uppercase()));
+    }
+    if let Some(path) = input.path.as_ref().or(meta.path.as_ref()) {
+        if !path.starts_with('/') {
+            return Err(MappingError::request(
+                "path",
+                format!("`{path}` is not an absolute path starting with `/`"),
+            ));
+        }
+        put("path", Value::from(path.as_str()));
+    }
+
+    if declared.attributes.contains_key(CALLER_KEY) {
+        filled.insert(CALLER_KEY.to_owned(), Value::Object(input.context.clone()));
+    } else if !input.context.is_empty() {
+        return Err(MappingError::request(
+            "context",
+            format!(
+                "action `{}` accepts no caller context (its schema context has no `{CALLER_KEY}` record)",
+                input.action
+            ),
+        ));
+    }
+    Ok(Value::Object(filled))
+}
+
+fn request_error(
+    err: &cedar_policy::RequestValidationError,
+    input: &AuthorizeInput,
+) -> MappingError {
+    use cedar_policy::RequestValidationError as E;
+    let message = error_chain(err);
+    match err {
+        E::UndeclaredAction(_) => MappingError::request("action", message),
+        E::UndeclaredResourceType(_) | E::InvalidResourceType(_) => {
+            MappingError::request("resource.type", message)
+        }
+        E::UndeclaredPrincipalType(_) | E::InvalidPrincipalType(_) => MappingError::request(
+            "action",
+            format!(
+                "action `{}` does not apply to this principal: {message}",
+                input.action
+            ),
+        ),
+        _ => MappingError::request("context", message),
+    }
+}
+
+/// Finds the client's address: the socket peer, or, when the peer is a trusted proxy, the
+/// first untrusted address in `Forwarded` (RFC 7239) or `X-Forwarded-For`, read from the
+/// right. Each header value is one line of the header as received.
+pub fn client_ip(
+    peer: IpAddr,
+    forwarded: &[&str],
+    forwarded_for: &[&str],
+    trusted: &[ipnet::IpNet],
+) -> Result<IpAddr, MappingError> {
+    let is_trusted = |ip: &IpAddr| {
+        let ip = crate::bundle::regions::canonical(*ip);
+        trusted.iter().any(|net| net.contains(&ip))
+    };
+    if !is_trusted(&peer) {
+        return Ok(peer);
+    }
+
+    let (header, hops): (&str, Vec<&str>) = if !forwarded.is_empty() {
+        let hops = forwarded
+            .iter()
+            .flat_map(|line| line.split(','))
+            .map(forwarded_for_param)
+            .collect::<Result<Vec<_>, _>>()?;
+        ("Forwarded", hops)
+    } else {
+        let hops = forwarded_for
+            .iter()
+            .flat_map(|line| line.split(','))
+            .map(str::trim)
+            .collect();
+        ("X-Forwarded-For", hops)
+    };
+
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let ip = parse_hop(hop).ok_or_else(|| {
+            MappingError::request(header, format!("`{hop}` is not an IP address"))
+        })?;
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Ok(client)
+}
+
+/// Reads the `for` parameter of one `Forwarded` element.
+fn forwarded_for_param(element: &str) -> Result<&str, MappingError> {
+    element
+        .split(';')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| key.trim().eq_ignore_ascii_case("for"))
+        .map(|(_, value)| value.trim().trim_matches('"'))
+        .ok_or_else(|| {
+            MappingError::request(
+                "Forwarded",
+                format!("element `{}` has no `for` parameter", element.trim()),
+            )
+        })
+}
+
+/// Parses an address as proxies write it: bare, `v4:port`, `[v6]` or `[v6]:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (inner, _) = rest.split_once(']')?;
+        return inner.parse().ok();
+    }
+    let (host, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> ipnet::IpNet {
+        text.parse()
+            .unwrap_or_else(|_| unreachable!("bad test network"))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse()
+            .unwrap_or_else(|_| unreachable!("bad test address"))
+    }
+
+    #[test]
+    fn forwarded_for_ignored_from_untrusted_peer() {
+        let client = client_ip(
+            ip("203.0.113.9"),
+            &[],
+            &["10.10.0.1"],
+            &[net("127.0.0.0/8")],
+        );
+        assert_eq!(client, Ok(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn forwarded_for_rightmost_untrusted_wins() {
+        let trusted = [net("127.0.0.0/8"), net("172.16.0.0/12")];
+        let client = client_ip(
+            ip("127.0.0.1"),
+            &[],
+            &["6.6.6.6, 10.10.0.1", "172.16.0.5"],
+            &trusted,
+        );
+        assert_eq!(client, Ok(ip("10.10.0.1")));
+    }
+
+    #[test]
+    fn forwarded_header_parsed() {
+        let client = client_ip(
+            ip("127.0.0.1"),
+            &["for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\""],
+            &[],
+            &[net("127.0.0.0/8")],
+        );
+        assert_eq!(client, Ok(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn forwarded_for_garbage_rejected() {
+        let client = client_ip(ip("127.0.0.1"), &[], &["not-an-ip"], &[net("127.0.0.0/8")]);
+        assert!(
+            matches!(client, Err(MappingError::Request { field, .. }) if field == "X-Forwarded-For")
+        );
+    }
+
+    #[test]
+    fn scope_string_becomes_set() {
+        let set = to_cedar_json(
+            &json!("read write  admin"),
+            &AttrType::Set(Box::new(AttrType::String)),
+        );
+        assert_eq!(set, Ok(json!(["read", "write", "admin"])));
+    }
+
+    #[test]
+    fn escape_objects_in_claims_rejected_for_strings() {
+        let smuggled = json!({ "__entity": { "type": "User", "id": "admin" } });
+        assert!(to_cedar_json(&smuggled, &AttrType::String).is_err());
+        let entity = to_cedar_json(&smuggled, &AttrType::Entity("User".into()));
+        assert!(entity.is_err());
+    }
+}

@@ -1,0 +1,706 @@
+//! Token stage: verifies a compact JWS (JWT) against the configured issuers and returns
+//! its claims as JSON values.
+//!
+//! The header and the claims are read here, by hand, as JSON values; jsonwebtoken checks
+//! only the signature (`jsonwebtoken::crypto::verify`). That keeps every decision about
+//! trust in this file: the algorithm must be one the issuer allows and must fit the key
+//! type, keys come only from configuration (never from `jku`, `x5u` or an embedded `jwk`),
+//! `exp` may be fractional and `aud` may be a string or an array.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::{Map, Value};
+
+use crate::config::{Config, IssuerConfig, KeySource, parse_algorithm};
+
+/// Tokens longer than this are rejected before any decoding. Real access tokens are a
+/// few kilobytes at most; the limit keeps a hostile header from costing memory.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why a token was rejected. Each kind has a stable reason code for API answers.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    DisallowedAlgorithm(String),
+    #[error("{0}")]
+    BadIssuer(String),
+    #[error("{0}")]
+    UnknownKey(String),
+    #[error("signature does not verify with the issuer's key")]
+    BadSignature,
+    #[error("token expired at {exp} (unix seconds), leeway {leeway} s")]
+    Expired { exp: f64, leeway: u64 },
+    #[error("token is not valid before {nbf} (unix seconds), leeway {leeway} s")]
+    NotYetValid { nbf: f64, leeway: u64 },
+    #[error("{0}")]
+    BadAudience(String),
+}
+
+impl TokenError {
+    /// The reason code sent to callers.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed",
+            Self::DisallowedAlgorithm(_) => "disallowed_algorithm",
+            Self::BadIssuer(_) => "bad_issuer",
+            Self::UnknownKey(_) => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::BadAudience(_) => "bad_audience",
+        }
+    }
+}
+
+/// A problem with an issuer's key material, found while loading it.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("failed to read key file `{path}`: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid key file `{path}`: {message}")]
+    Invalid {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("environment variable `{var}` with an HMAC secret is not set")]
+    MissingEnv { var: String },
+    #[error("issuer `{issuer}`: {message}")]
+    Issuer { issuer: String, message: String },
+}
+
+/// The key types that the supported algorithms need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    Hmac,
+    Rsa,
+    EcP256,
+    EcP384,
+    Ed25519,
+}
+
+impl KeyType {
+    /// Returns the key type that `alg` needs.
+    pub fn for_algorithm(alg: Algorithm) -> Self {
+        match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => Self::Hmac,
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => Self::Rsa,
+            Algorithm::ES256 => Self::EcP256,
+            Algorithm::ES384 => Self::EcP384,
+            Algorithm::EdDSA => Self::Ed25519,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Hmac => "HMAC secret",
+            Self::Rsa => "RSA",
+            Self::EcP256 => "EC P-256",
+            Self::EcP384 => "EC P-384",
+            Self::Ed25519 => "Ed25519",
+        }
+    }
+}
+
+/// One verification key of an issuer.
+struct Key {
+    kid: Option<String>,
+    key_type: KeyType,
+    /// The `alg` a JWK pins the key to, if it names one.
+    alg: Option<Algorithm>,
+    decoding: DecodingKey,
+}
+
+struct Issuer {
+    name: String,
+    iss: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    keys: Vec<Key>,
+}
+
+/// The configured issuers with their loaded keys.
+pub struct Verifier {
+    issuers: Vec<Issuer>,
+    leeway_seconds: u64,
+}
+
+/// A token that passed every check.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The configured name of the issuer that verified it.
+    pub issuer_name: String,
+    pub claims: Map<String, Value>,
+}
+
+impl VerifiedToken {
+    /// Returns a string claim, for log fields such as `sub` and `jti`.
+    pub fn string_claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+}
+
+impl Verifier {
+    /// Loads the keys of every configured issuer.
+    pub fn from_config(config: &Config) -> Result<Self, KeyError> {
+        // Select the aws-lc-rs backend explicitly, so that another crate enabling a second
+        // jsonwebtoken backend cannot leave the choice ambiguous. An error means a
+        // provider is already installed, which is fine.
+        let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+        let issuers = config
+            .issuers
+            .iter()
+            .map(load_issuer)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            issuers,
+            leeway_seconds: config.leeway.as_secs(),
+        })
+    }
+
+    /// Verifies `token` at the current system time.
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// Verifies `token` as if the time were `now` (unix seconds).
+    pub fn verify_at(&self, token: &str, now: f64) -> Result<VerifiedToken, TokenError> {
+        let parsed = parse_compact(token)?;
+
+        // The issuer is chosen by `iss` before the signature is checked, but only to pick
+        // which keys, algorithms and audiences apply; nothing else is trusted yet.
+        let iss = match parsed.claims.get("iss") {
+            Some(Value::String(iss)) => iss,
+            Some(_) => return Err(TokenError::Malformed("`iss` is not a string".into())),
+            None => return Err(TokenError::BadIssuer("token has no `iss` claim".into())),
+        };
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|issuer| &issuer.iss == iss)
+            .ok_or_else(|| TokenError::BadIssuer(format!("issuer `{iss}` is not configured")))?;
+
+        let alg = parse_algorithm(&parsed.alg)
+            .filter(|alg| issuer.algorithms.contains(alg))
+            .ok_or_else(|| {
+                TokenError::DisallowedAlgorithm(format!(
+                    "algorithm `{}` is not allowed for issuer `{}`",
+                    parsed.alg, issuer.name
+                ))
+            })?;
+
+        let candidates = select_keys(issuer, parsed.kid.as_deref(), alg)?;
+        let verified = candidates.iter().any(|key| {
+            jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input, &key.decoding, alg)
+                .unwrap_or(false)
+        });
+        if !verified {
+            return Err(TokenError::BadSignature);
+        }
+
+        check_times(&parsed.claims, now, self.leeway_seconds)?;
+        check_audience(&parsed.claims, &issuer.audiences)?;
+        Ok(VerifiedToken {
+            issuer_name: issuer.name.clone(),
+            claims: parsed.claims,
+        })
+    }
+}
+
+/// Returns the current time in unix seconds.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+struct ParsedToken<'a> {
+    alg: String,
+    kid: Option<String>,
+    claims: Map<String, Value>,
+    signing_input: &'a [u8],
+    signature: &'a str,
+}
+
+/// Splits and decodes a compact JWS without trusting anything in it.
+fn parse_compact(token: &str) -> Result<ParsedToken<'_>, TokenError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Malformed(format!(
+            "token is longer than {MAX_TOKEN_BYTES} bytes"
+        )));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    let [header_b64, payload_b64, signature] = parts.as_slice() else {
+        let message = if parts.len() == 5 {
+            "encrypted tokens (JWE) are not supported".to_owned()
+        } else {
+            format!("expected three dot-separated parts, found {}", parts.len())
+        };
+        return Err(TokenError::Malformed(message));
+    };
+    let signing_input_len = header_b64.len() + 1 + payload_b64.len();
+    let signing_input = token
+        .as_bytes()
+        .get(..signing_input_len)
+        .unwrap_or_default();
+
+    let header = decode_json_object(header_b64, "header")?;
+    let alg = match header.get("alg") {
+        Some(Value::String(alg)) => alg.clone(),
+        Some(_) => return Err(TokenError::Malformed("header `alg` is not a string".into())),
+        None => return Err(TokenError::Malformed("header has no `alg`".into())),
+    };
+    if parse_algorithm(&alg).is_none() {
+        // Covers `none` in every spelling, as well as algorithms cedargate does not implement.
+        return Err(TokenError::DisallowedAlgorithm(format!(
+            "algorithm `{alg}` is not supported"
+        )));
+    }
+    // RFC 7515 section 4.1.11: a recipient that does not understand a listed critical
+    // extension must reject the token, and cedargate understands none.
+    if header.contains_key("crit") {
+        return Err(TokenError::Malformed(
+            "header lists critical extensions (`crit`), which are not supported".into(),
+        ));
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(TokenError::Malformed("header `kid` is not a string".into())),
+    };
+    if signature.is_empty() {
+        return Err(TokenError::Malformed("signature is empty".into()));
+    }
+    // Checked here so that a signature that is not base64url is reported as malformed
+    // rather than as a signature that does not verify.
+    URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|err| TokenError::Malformed(format!("signature is not base64url: {err}")))?;
+    let claims = decode_json_object(payload_b64, "payload")?;
+
+    Ok(ParsedToken {
+        alg,
+        kid,
+        claims,
+        signing_input,
+        signature,
+    })
+}
+
+fn decode_json_object(part: &str, name: &str) -> Result<Map<String, Value>, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|err| TokenError::Malformed(format!("{name} is not base64url: {err}")))?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(TokenError::Malformed(format!(
+            "{name} is not a JSON object"
+        ))),
+        Err(err) => Err(TokenError::Malformed(format!("{name} is not JSON: {err}"))),
+    }
+}
+
+/// Picks the keys a token may be verified with: the one its `kid` names, or, without a
+/// `kid`, every key of the issuer that fits the algorithm.
+fn select_keys<'a>(
+    issuer: &'a Issuer,
+    kid: Option<&str>,
+    alg: Algorithm,
+) -> Result<Vec<&'a Key>, TokenError> {
+    let needed = KeyType::for_algorithm(alg);
+    let Some(kid) = kid else {
+        let fitting: Vec<&Key> = issuer
+            .keys
+            .iter()
+            .filter(|key| key.key_type == needed && key.alg.is_none_or(|a| a == alg))
+            .collect();
+        if fitting.is_empty() {
+            return Err(TokenError::UnknownKey(format!(
+                "token has no `kid` and issuer `{}` has no {} key for `{alg:?}`",
+                issuer.name,
+                needed.name()
+            )));
+        }
+        return Ok(fitting);
+    };
+
+    let named: Vec<&Key> = issuer
+        .keys
+        .iter()
+        .filter(|key| key.kid.as_deref() == Some(kid))
+        .collect();
+    if named.is_empty() {
+        return Err(TokenError::UnknownKey(format!(
+            "key `{kid}` is not among the keys of issuer `{}`",
+            issuer.name
+        )));
+    }
+    let fitting: Vec<&Key> = named
+        .iter()
+        .copied()
+        .filter(|key| key.key_type == needed && key.alg.is_none_or(|a| a == alg))
+        .collect();
+    if fitting.is_empty() {
+        let types: Vec<&str> = named.iter().map(|key| key.key_type.name()).collect();
+        return Err(TokenError::DisallowedAlgorithm(format!(
+            "algorithm `{alg:?}` does not fit key `{kid}` ({})",
+            types.join(", ")
+        )));
+    }
+    Ok(fitting)
+}
+
+fn check_times(claims: &Map<String, Value>, now: f64, leeway: u64) -> Result<(), TokenError> {
+    let leeway_f = leeway as f64;
+    let exp = numeric_date(claims, "exp")?.ok_or_else(|| {
+        TokenError::Malformed("token has no `exp` claim, which is required".into())
+    })?;
+    // RFC 7519 section 4.1.4: the current time must be before `exp`, so the instant
+    // `exp + leeway` itself is already expired.
+    if now >= exp + leeway_f {
+        return Err(TokenError::Expired { exp, leeway });
+    }
+    if let Some(nbf) = numeric_date(claims, "nbf")?
+        && now + leeway_f < nbf
+    {
+        return Err(TokenError::NotYetValid { nbf, leeway });
+    }
+    Ok(())
+}
+
+/// Reads a NumericDate claim (RFC 7519 section 2): seconds since the epoch, possibly
+/// fractional.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<f64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(number)) => number
+            .as_f64()
+            .filter(|value| value.is_finite())
+            .map(Some)
+            .ok_or_else(|| TokenError::Malformed(format!("`{name}` is not a finite number"))),
+        Some(_) => Err(TokenError::Malformed(format!(
+            "`{name}` is not a number of seconds"
+        ))),
+    }
+}
+
+fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<(), TokenError> {
+    if accepted.is_empty() {
+        return Ok(());
+    }
+    let token_audiences: Vec<&str> = match claims.get("aud") {
+        None => {
+            return Err(TokenError::BadAudience(
+                "token has no `aud` claim, and this issuer requires one".into(),
+            ));
+        }
+        Some(Value::String(aud)) => vec![aud.as_str()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(_) => {
+            return Err(TokenError::Malformed(
+                "`aud` is neither a string nor an array of strings".into(),
+            ));
+        }
+    };
+    if token_audiences
+        .iter()
+        .any(|aud| accepted.iter().any(|a| a == aud))
+    {
+        Ok(())
+    } else {
+        Err(TokenError::BadAudience(format!(
+            "token audience {token_audiences:?} contains none of the accepted audiences {accepted:?}"
+        )))
+    }
+}
+
+fn load_issuer(config: &IssuerConfig) -> Result<Issuer, KeyError> {
+    let mut keys = Vec::new();
+    for source in &config.keys {
+        match source {
+            KeySource::Pem { path, kid } => keys.push(load_pem(path, kid.clone())?),
+            KeySource::Jwks { path } => {
+                let loaded = load_jwks_file(path)?;
+                if loaded.is_empty() {
+                    return Err(KeyError::Invalid {
+                        path: path.clone(),
+                        message: "the set holds no key that can verify signatures (RSA, EC P-256/P-384, Ed25519 or HMAC, not `use: enc`)".into(),
+                    });
+                }
+                keys.extend(loaded);
+            }
+            KeySource::SecretFile { path, kid } => {
+                let text = read_file(path)?;
+                let secret = text.trim().as_bytes().to_vec();
+                keys.push(
+                    hmac_key(secret, kid.clone()).map_err(|message| KeyError::Invalid {
+                        path: path.clone(),
+                        message,
+                    })?,
+                );
+            }
+            KeySource::SecretEnv { var, kid } => {
+                let value =
+                    std::env::var(var).map_err(|_| KeyError::MissingEnv { var: var.clone() })?;
+                keys.push(
+                    hmac_key(value.into_bytes(), kid.clone()).map_err(|message| {
+                        KeyError::Issuer {
+                            issuer: config.name.clone(),
+                            message: format!("secret in `{var}`: {message}"),
+                        }
+                    })?,
+                );
+            }
+        }
+    }
+
+    // A key that no allowed algorithm can use is a configuration mistake worth stopping for.
+    for key in &keys {
+        let usable = config.algorithms.iter().any(|alg| {
+            KeyType::for_algorithm(*alg) == key.key_type && key.alg.is_none_or(|a| a == *alg)
+        });
+        if !usable {
+            return Err(KeyError::Issuer {
+                issuer: config.name.clone(),
+                message: format!(
+                    "key `{}` ({}) fits none of the allowed algorithms {:?}",
+                    key.kid.as_deref().unwrap_or("without kid"),
+                    key.key_type.name(),
+                    config.algorithms
+                ),
+            });
+        }
+    }
+    Ok(Issuer {
+        name: config.name.clone(),
+        iss: config.issuer.clone(),
+        audiences: config.audiences.clone(),
+        algorithms: config.algorithms.clone(),
+        keys,
+    })
+}
+
+fn read_file(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// RFC 7518 section 3.2 requires an HMAC key at least as long as the hash output; 32 bytes
+/// is the minimum for HS256, the weakest supported.
+const MIN_HMAC_SECRET_BYTES: usize = 32;
+
+fn hmac_key(secret: Vec<u8>, kid: Option<String>) -> Result<Key, String> {
+    if secret.len() < MIN_HMAC_SECRET_BYTES {
+        return Err(format!(
+            "HMAC secret has {} bytes; use at least {MIN_HMAC_SECRET_BYTES}",
+            secret.len()
+        ));
+    }
+    Ok(Key {
+        kid,
+        key_type: KeyType::Hmac,
+        alg: None,
+        decoding: DecodingKey::from_secret(&secret),
+    })
+}
+
+// DER encodings of the named-curve object identifiers (RFC 5480 section 2.1.1.1).
+const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
+
+fn load_pem(path: &Path, kid: Option<String>) -> Result<Key, KeyError> {
+    let text = read_file(path)?;
+    let invalid = |message: String| KeyError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    if text.contains("PRIVATE KEY") {
+        return Err(invalid(
+            "this is a private key; configure the public key (`openssl pkey -pubout`)".into(),
+        ));
+    }
+
+    let (key_type, decoding) = if let Ok(key) = DecodingKey::from_rsa_pem(text.as_bytes()) {
+        (KeyType::Rsa, key)
+    } else if let Ok(key) = DecodingKey::from_ed_pem(text.as_bytes()) {
+        (KeyType::Ed25519, key)
+    } else if let Ok(key) = DecodingKey::from_ec_pem(text.as_bytes()) {
+        let der = pem_body(&text).map_err(invalid)?;
+        let curve = if contains(&der, OID_P256) {
+            KeyType::EcP256
+        } else if contains(&der, OID_P384) {
+            KeyType::EcP384
+        } else {
+            return Err(invalid(
+                "EC key is on a curve other than P-256 and P-384, which are the only ones supported".into(),
+            ));
+        };
+        (curve, key)
+    } else {
+        return Err(invalid(
+            "not a PEM public key (RSA, EC P-256/P-384 or Ed25519 `PUBLIC KEY` block)".into(),
+        ));
+    };
+    Ok(Key {
+        kid,
+        key_type,
+        alg: None,
+        decoding,
+    })
+}
+
+fn pem_body(text: &str) -> Result<Vec<u8>, String> {
+    let body: String = text
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|err| format!("PEM body is not base64: {err}"))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+fn load_jwks_file(path: &Path) -> Result<Vec<Key>, KeyError> {
+    let text = read_file(path)?;
+    let value: Value = serde_json::from_str(&text).map_err(|err| KeyError::Invalid {
+        path: path.to_owned(),
+        message: format!("not JSON: {err}"),
+    })?;
+    parse_jwks(&value).map_err(|message| KeyError::Invalid {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+/// Reads the signature-verification keys of a JWK Set (RFC 7517 section 5). Keys meant
+/// for encryption (`"use": "enc"`) are left out, and so are keys of types cedargate
+/// cannot verify with (such as P-521), so that a provider's full set loads.
+fn parse_jwks(value: &Value) -> Result<Vec<Key>, String> {
+    let Some(keys) = value.get("keys").and_then(Value::as_array) else {
+        return Err("expected an object with a `keys` array".into());
+    };
+    let mut loaded = Vec::new();
+    for (index, jwk) in keys.iter().enumerate() {
+        if jwk.get("use").and_then(Value::as_str) == Some("enc") {
+            continue;
+        }
+        match parse_jwk(jwk) {
+            Ok(Some(key)) => loaded.push(key),
+            Ok(None) => {
+                tracing::warn!(
+                    index,
+                    "skipping a JWK of a type that cannot verify signatures here"
+                );
+            }
+            Err(message) => {
+                let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or("none");
+                return Err(format!("keys[{index}] (kid `{kid}`): {message}"));
+            }
+        }
+    }
+    Ok(loaded)
+}
+
+fn parse_jwk(jwk: &Value) -> Result<Option<Key>, String> {
+    let field = |name: &str| jwk.get(name).and_then(Value::as_str);
+    let required =
+        |name: &str| field(name).ok_or_else(|| format!("missing string member `{name}`"));
+    let kid = field("kid").map(str::to_owned);
+    let alg = match field("alg") {
+        None => None,
+        Some(name) => match parse_algorithm(name) {
+            Some(alg) => Some(alg),
+            None => return Ok(None),
+        },
+    };
+    let bad = |err: jsonwebtoken::errors::Error| format!("invalid key material: {err}");
+
+    let (key_type, decoding) = match required("kty")? {
+        "RSA" => (
+            KeyType::Rsa,
+            DecodingKey::from_rsa_components(required("n")?, required("e")?).map_err(bad)?,
+        ),
+        "EC" => {
+            let (key_type, size) = match required("crv")? {
+                "P-256" => (KeyType::EcP256, 32),
+                "P-384" => (KeyType::EcP384, 48),
+                _ => return Ok(None),
+            };
+            let (x, y) = (required("x")?, required("y")?);
+            for (name, coordinate) in [("x", x), ("y", y)] {
+                let length = URL_SAFE_NO_PAD
+                    .decode(coordinate)
+                    .map_err(|err| format!("`{name}` is not base64url: {err}"))?
+                    .len();
+                if length != size {
+                    return Err(format!(
+                        "`{name}` has {length} bytes; the curve needs {size}"
+                    ));
+                }
+            }
+            (
+                key_type,
+                DecodingKey::from_ec_components(x, y).map_err(bad)?,
+            )
+        }
+        "OKP" => {
+            if required("crv")? != "Ed25519" {
+                return Ok(None);
+            }
+            (
+                KeyType::Ed25519,
+                DecodingKey::from_ed_components(required("x")?).map_err(bad)?,
+            )
+        }
+        "oct" => {
+            let secret = URL_SAFE_NO_PAD
+                .decode(required("k")?)
+                .map_err(|err| format!("`k` is not base64url: {err}"))?;
+            let mut key = hmac_key(secret, kid.clone())?;
+            if let Some(alg) = alg
+                && KeyType::for_algorithm(alg) != KeyType::Hmac
+            {
+                return Err(format!("`alg` {alg:?} does not fit an HMAC secret"));
+            }
+            key.alg = alg;
+            return Ok(Some(key));
+        }
+        _ => return Ok(None),
+    };
+    if let Some(alg) = alg
+        && KeyType::for_algorithm(alg) != key_type
+    {
+        return Err(format!(
+            "`alg` {alg:?} does not fit this {} key",
+            key_type.name()
+        ));
+    }
+    Ok(Some(Key {
+        kid,
+        key_type,
+        alg,
+        decoding,
+    }))
+}
