@@ -2,6 +2,7 @@
 //! The HTTP handler and `cedargate authorize` both call [`Pdp::decide`], so what the
 //! tests prove of one is true of the other.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -51,7 +52,11 @@ pub struct Pdp {
     verifier: Verifier,
     current: ArcSwapOption<Snapshot>,
     reload: Mutex<ReloadStatus>,
+    /// A fixed time in milliseconds since the epoch, or `SYSTEM_CLOCK` for the real clock.
+    fixed_time_ms: AtomicI64,
 }
+
+const SYSTEM_CLOCK: i64 = i64::MIN;
 
 /// Counts of reloads and the last failure, for the status route.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -136,7 +141,23 @@ impl Pdp {
             verifier,
             current: ArcSwapOption::empty(),
             reload: Mutex::new(ReloadStatus::default()),
+            fixed_time_ms: AtomicI64::new(SYSTEM_CLOCK),
         })
+    }
+
+    /// Returns the time decisions are made at: the system clock, unless a fixed time is set.
+    pub fn now(&self) -> jiff::Timestamp {
+        match self.fixed_time_ms.load(Ordering::Relaxed) {
+            SYSTEM_CLOCK => jiff::Timestamp::now(),
+            ms => jiff::Timestamp::from_millisecond(ms).unwrap_or_else(|_| jiff::Timestamp::now()),
+        }
+    }
+
+    /// Makes every later decision use `time` instead of the system clock (`None` goes
+    /// back to the system clock), for tests of time-dependent policies.
+    pub fn set_fixed_time(&self, time: Option<jiff::Timestamp>) {
+        let ms = time.map_or(SYSTEM_CLOCK, |t| t.as_millisecond());
+        self.fixed_time_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Returns a copy of the reload counters and the last failure.

@@ -106,7 +106,7 @@ fn request_meta(
     )?;
     Ok(RequestMeta {
         client_ip,
-        time: jiff::Timestamp::now(),
+        time: pdp.now(),
         method: None,
         path: None,
     })

@@ -264,6 +264,11 @@ impl Mapping {
         let mut attrs = Map::new();
         for attr in &self.attributes {
             let Some(value) = lookup(claims, &attr.claim) else {
+                // A list claim that the token leaves out (no scopes, no roles) is an empty set.
+                if let AttrType::Set(_) = attr.ty {
+                    attrs.insert(attr.name.clone(), Value::Array(Vec::new()));
+                    continue;
+                }
                 if attr.required {
                     return Err(MappingError::Claims(format!(
                         "claim `{}` is missing, and attribute `{}` of `{}` requires it",

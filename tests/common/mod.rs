@@ -98,3 +98,202 @@ pub fn write_config(extra_toml: &str, files: &[(&str, &[u8])]) -> (TempDir, Conf
         .unwrap_or_else(|err| panic!("test config is invalid: {err}\n{text}"));
     (dir, config)
 }
+
+/// The repository root, where the default bundle lives.
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Issuer of the tokens that [`mint`] signs, with the test EC P-256 key.
+pub const TEST_ISSUER: &str = "https://issuer.test";
+/// Audience that the default-bundle test config accepts.
+pub const TEST_AUDIENCE: &str = "customers-api";
+
+/// Copies the default bundle (policies, schema, entities, region table) into a new
+/// temporary folder with a config that trusts the test EC P-256 key instead of the
+/// development issuer. `extra_toml` is appended to the `[server]` table.
+pub fn default_bundle_copy(server_toml: &str) -> (TempDir, Config) {
+    let dir = tempfile::tempdir().expect("failed to create a temporary folder");
+    for folder in ["policies", "schema", "entities", "data"] {
+        copy_dir(&repo_dir().join(folder), &dir.path().join(folder));
+    }
+    std::fs::write(
+        dir.path().join("issuer.pem"),
+        test_key("ec-p256-public.pem"),
+    )
+    .unwrap();
+
+    let default_config = std::fs::read_to_string(repo_dir().join("cedargate.toml")).unwrap();
+    // Keep everything after the issuer section (the principal mapping) from the real file,
+    // so the tests exercise the mapping users start from.
+    let principal = default_config
+        .split_once("[principal]")
+        .map(|(_, rest)| rest)
+        .expect("cedargate.toml has a [principal] table");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{server_toml}
+
+[bundle]
+policies = "policies"
+schema = "schema/crm.cedarschema"
+entities = "entities"
+regions = "data/regions.toml"
+debounce_ms = 50
+
+[decision]
+action_type = "Crm::Action"
+time_zone = "Europe/Berlin"
+
+[[issuer]]
+name = "test"
+issuer = "{TEST_ISSUER}"
+audiences = ["{TEST_AUDIENCE}"]
+algorithms = ["ES256"]
+keys = [{{ pem = "issuer.pem", kid = "test-ec" }}]
+
+[principal]{principal}"#
+    );
+    let path = dir.path().join("cedargate.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = Config::from_toml(&path, &text)
+        .unwrap_or_else(|err| panic!("test config is invalid: {err}\n{text}"));
+    (dir, config)
+}
+
+/// Copies a folder tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Signs `claims` with the test EC P-256 key (`tests/keys/ec-p256-private.pem`, kid
+/// `test-ec`). Claims are used as given: add `iss`, `aud` and `exp` yourself, or use
+/// [`user_claims`].
+pub fn mint(claims: &serde_json::Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&test_key("ec-p256-private.pem")).unwrap();
+    let header = jsonwebtoken::Header {
+        kid: Some("test-ec".into()),
+        ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
+    };
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+/// Claims of a valid token for the default bundle: the test issuer and audience, an
+/// hour of lifetime, the subject and the extra claims.
+pub fn user_claims(sub: &str, extra: serde_json::Value) -> serde_json::Value {
+    let now = jiff::Timestamp::now().as_second();
+    let mut claims = serde_json::json!({
+        "iss": TEST_ISSUER,
+        "aud": TEST_AUDIENCE,
+        "sub": sub,
+        "iat": now,
+        "exp": now + 3600,
+    });
+    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        claims.extend(extra.clone());
+    }
+    claims
+}
+
+/// A real cedargate server on a loopback port, stopped when dropped.
+pub struct TestServer {
+    pub addr: std::net::SocketAddr,
+    pub pdp: std::sync::Arc<cedargate::decide::Pdp>,
+    pub client: reqwest::Client,
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Loads the bundle, binds the configured address (use port 0) and serves in the
+    /// background of the current tokio runtime.
+    pub async fn start(config: Config) -> Self {
+        let pdp = cedargate::server::prepare(config)
+            .unwrap_or_else(|err| panic!("server failed to start: {err}"));
+        Self::start_with(pdp).await
+    }
+
+    /// Serves an already prepared decision point, for tests that need one without a bundle.
+    pub async fn start_with(pdp: std::sync::Arc<cedargate::decide::Pdp>) -> Self {
+        let listener = cedargate::server::bind(&pdp.config).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn({
+            let pdp = std::sync::Arc::clone(&pdp);
+            let shutdown = shutdown.clone();
+            async move {
+                cedargate::server::run(pdp, listener, shutdown)
+                    .await
+                    .unwrap();
+            }
+        });
+        Self {
+            addr,
+            pdp,
+            client: reqwest::Client::new(),
+            shutdown,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `POST /authorize` with a bearer token and a JSON body; returns the status,
+    /// the headers and the parsed body.
+    pub async fn authorize(
+        &self,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (
+        reqwest::StatusCode,
+        reqwest::header::HeaderMap,
+        serde_json::Value,
+    ) {
+        let mut request = self.client.post(self.url("/authorize")).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap();
+        (status, headers, body)
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle.await.unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A weekday at 10:00 in Berlin: inside business hours.
+pub fn business_hours() -> jiff::Timestamp {
+    "2026-03-02T10:00:00+01:00".parse().unwrap()
+}
+
+/// The same Monday at 20:00 in Berlin: outside business hours.
+pub fn after_hours() -> jiff::Timestamp {
+    "2026-03-02T20:00:00+01:00".parse().unwrap()
+}
