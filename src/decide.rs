@@ -402,7 +402,7 @@ impl LogFields {
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let policies = answer.policies.join(",");
         let errors: Vec<&str> = answer.errors.iter().map(|e| e.policy.as_str()).collect();
-        let deny = answer.deny.map(|kind| format!("{kind:?}"));
+        let deny = answer.deny.map(DenyKind::as_str);
         let error_code = answer.error.as_ref().map(|e| e.code.as_str());
         tracing::info!(
             target: DECISION_LOG_TARGET,
@@ -411,7 +411,7 @@ impl LogFields {
             decision = answer.decision,
             policies = %policies,
             erroring = %errors.join(","),
-            deny = deny.as_deref(),
+            deny,
             error = error_code,
             principal = self.principal.as_deref(),
             action = self.action.as_deref(),

@@ -23,6 +23,20 @@ pub enum DenyKind {
     Unavailable,
 }
 
+impl DenyKind {
+    /// The name used in answers and in the decision log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forbid => "forbid",
+            Self::NoPermit => "no_permit",
+            Self::ForbidErrored => "forbid_errored",
+            Self::TokenInvalid => "token_invalid",
+            Self::RequestInvalid => "request_invalid",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// A policy whose evaluation raised an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyError {

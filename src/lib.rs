@@ -1,4 +1,30 @@
-//! cedargate
+//! cedargate: a policy decision point for APIs.
+//!
+//! The data path runs in one direction, one module per stage:
+//!
+//! ```text
+//! HTTP request ─► token ─► mapping ─► engine ─► answer + decision log
+//!   (http)       verify    claims and  Cedar
+//!                the JWT   metadata    is_authorized
+//!                          to a Cedar  on the current
+//!                          request     bundle
+//! ```
+//!
+//! - [`config`]: the configuration file, validated at start.
+//! - [`token`]: JWT verification against the configured issuers.
+//! - [`mapping`]: claims and request metadata to a Cedar request and principal entity.
+//! - [`engine`]: evaluation, with the fail-closed rule for erroring `forbid` policies.
+//! - [`decide`]: [`decide::Pdp::decide`], the one function that runs the whole path; the
+//!   HTTP handler and the CLI both call it.
+//! - [`bundle`]: loading and validating policies, schema, entities and the region table.
+//! - [`reload`]: watching the bundle's files and swapping in valid new bundles.
+//! - [`http`] and [`server`]: the axum routes, startup and graceful shutdown.
+//! - [`dev`]: the development issuer's key pair and token minting.
+//! - [`cli`]: one module per subcommand.
+//!
+//! Lower layers never import higher ones: `bundle` and `config` know nothing of HTTP or
+//! the CLI.
+
 pub mod bundle;
 pub mod cli;
 pub mod config;

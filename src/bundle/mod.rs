@@ -417,7 +417,9 @@ fn validate_policies(
 
 impl Diagnostic {
     fn with_message_prefix(mut self, id: &PolicyId) -> Self {
-        self.message = format!("policy `{id}`: {}", self.message);
+        if !self.message.contains(&format!("`{id}`")) {
+            self.message = format!("policy `{id}`: {}", self.message);
+        }
         self
     }
 }

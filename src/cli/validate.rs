@@ -61,11 +61,16 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
             }
             match (&snapshot, valid) {
                 (Some(snapshot), true) => println!(
-                    "valid: {} policies, revision {} ({warnings} warnings)",
-                    snapshot.bundle.policy_info.len(),
-                    snapshot.bundle.revision
+                    "valid: {}, revision {} ({})",
+                    plural(snapshot.bundle.policy_info.len(), "policy"),
+                    snapshot.bundle.revision,
+                    plural(warnings, "warning")
                 ),
-                _ => eprintln!("invalid: {errors} errors, {warnings} warnings"),
+                _ => eprintln!(
+                    "invalid: {} and {}",
+                    plural(errors, "error"),
+                    plural(warnings, "warning")
+                ),
             }
         }
         Format::Json => {
@@ -83,5 +88,13 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_ERROR)
+    }
+}
+
+fn plural(count: usize, noun: &str) -> String {
+    match (count, noun) {
+        (1, _) => format!("1 {noun}"),
+        (_, "policy") => format!("{count} policies"),
+        _ => format!("{count} {noun}s"),
     }
 }
