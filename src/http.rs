@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::decide::{Answer, AnswerError, Credential, Pdp};
 use crate::engine::DenyKind;
@@ -32,7 +33,26 @@ pub fn app(pdp: Arc<Pdp>) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(timeout, limit_time))
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(pdp)
+}
+
+/// The last line of defence: no input should reach a panic, but if one does, the caller
+/// still gets a deny and the cause is logged once.
+fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = cause
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| cause.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown cause");
+    tracing::error!(cause = message, "request handler panicked");
+    let error = AnswerError {
+        code: "internal".into(),
+        message: "internal error; the request was denied".into(),
+        field: None,
+    };
+    let answer = Answer::refused(DenyKind::Unavailable, error, new_request_id());
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(answer)).into_response()
 }
 
 async fn authorize(

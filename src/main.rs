@@ -17,9 +17,12 @@ fn main() -> ExitCode {
 
 /// Operational logs go to standard error. The server also writes one JSON line per
 /// decision to standard output; the offline commands print their own output there.
-fn init_logging(decision_log: bool) {
+fn init_logging(server: bool) {
+    // The offline commands print their result on standard output, so by default their
+    // log shows only warnings and errors.
+    let default_level = if server { "info" } else { "warn" };
     let operational_filter = EnvFilter::try_from_env("CEDARGATE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .unwrap_or_else(|_| EnvFilter::new(default_level))
         .add_directive(
             format!("{DECISION_LOG_TARGET}=off")
                 .parse()
@@ -29,7 +32,7 @@ fn init_logging(decision_log: bool) {
         .with_writer(std::io::stderr)
         .with_filter(operational_filter);
 
-    let decisions = decision_log.then(|| {
+    let decisions = server.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)

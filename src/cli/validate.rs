@@ -28,9 +28,19 @@ pub enum Format {
 }
 
 pub fn run(args: &ValidateArgs) -> ExitCode {
-    let config = match args.config.load() {
+    let config = match crate::config::Config::load(&args.config.config) {
         Ok(config) => config,
-        Err(code) => return code,
+        Err(err) => {
+            if args.format == Format::Json {
+                let diagnostic =
+                    crate::bundle::Diagnostic::error(Some(&args.config.config), err.to_string());
+                let output = json!({ "valid": false, "errors": 1, "warnings": 0, "revision": null, "diagnostics": [diagnostic] });
+                println!("{output:#}");
+            } else {
+                eprintln!("error: {err}");
+            }
+            return ExitCode::from(EXIT_ERROR);
+        }
     };
     // Key files are part of what a deploy ships, so they are checked too. A development
     // issuer's key is generated here if missing, as `serve` would.
