@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -61,8 +62,11 @@ pub async fn watch(pdp: Arc<Pdp>, shutdown: CancellationToken) -> notify::Result
     let (sender, mut events) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
-            // Reading files (our own reload included) must not trigger another reload.
-            Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+            // Reading files (our own reload included) must not trigger another reload, but
+            // closing a file after writing it marks the end of a write.
+            Ok(event)
+                if matches!(event.kind, EventKind::Access(kind)
+                    if kind != AccessKind::Close(AccessMode::Write)) => {}
             Ok(_) => {
                 let _ = sender.try_send(());
             }
