@@ -332,18 +332,43 @@ impl Pdp {
 }
 
 fn parse_body(body: &[u8]) -> Result<AuthorizeInput, AnswerError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+    let invalid = |field: &str, message: &str| AnswerError {
+        code: "invalid_request".into(),
+        message: format!("{field}: {message}"),
+        field: Some(field.to_owned()),
+    };
+    // Parsing the whole body first also rejects text after the JSON value.
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|err| invalid("body", &format!("invalid JSON: {err}")))?;
+
+    // serde also reads a struct from a JSON array of its fields in order, a form the API
+    // does not define, so both structs of the request must arrive as objects.
+    if !value.is_object() {
+        return Err(invalid(
+            "body",
+            "expected a JSON object with `action` and `resource`",
+        ));
+    }
+    if value
+        .get("resource")
+        .is_some_and(|resource| !resource.is_object())
+    {
+        return Err(invalid(
+            "resource",
+            "expected a JSON object with `type` and `id`",
+        ));
+    }
+
+    serde_path_to_error::deserialize(value).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
-        // For a missing or unknown field the path ends at the enclosing object, but serde
-        // names the field in backticks.
-        let named = inner.to_string();
-        let named = named
+        // For a missing field the path ends at the enclosing object, but serde names the
+        // field in backticks. For an unknown field the path already ends at that field.
+        let message = inner.to_string();
+        let missing = message
             .strip_prefix("missing field `")
-            .or_else(|| named.strip_prefix("unknown field `"))
             .and_then(|rest| rest.split('`').next());
-        let field = match (path.as_str(), named) {
+        let field = match (path.as_str(), missing) {
             (".", Some(name)) => name.to_owned(),
             (".", None) => "body".to_owned(),
             (path, Some(name)) => format!("{path}.{name}"),

@@ -174,12 +174,14 @@ fn answer_response(answer: Answer) -> Response {
     let mut response = (status, axum::Json(&answer)).into_response();
     if status == StatusCode::UNAUTHORIZED {
         let code = answer.error.as_ref().map_or("", |e| e.code.as_str());
+        let message = answer.error.as_ref().map_or("", |e| e.message.as_str());
         // RFC 6750 section 3: no error attribute when the request carried no token.
         let challenge = if code == "missing_token" {
             "Bearer realm=\"cedargate\"".to_owned()
         } else {
             format!(
-                "Bearer realm=\"cedargate\", error=\"invalid_token\", error_description=\"{code}\""
+                "Bearer realm=\"cedargate\", error=\"invalid_token\", error_description=\"{code}: {}\"",
+                description_text(message)
             )
         };
         if let Ok(value) = HeaderValue::from_str(&challenge) {
@@ -189,6 +191,16 @@ fn answer_response(answer: Answer) -> Response {
         }
     }
     response
+}
+
+/// Keeps the characters RFC 6750 section 3 allows in `error_description` (printable
+/// ASCII without `"` and backslash), and at most 200 of them.
+fn description_text(message: &str) -> String {
+    message
+        .chars()
+        .filter(|c| (' '..='~').contains(c) && *c != '"' && *c != '\\')
+        .take(200)
+        .collect()
 }
 
 fn new_request_id() -> String {

@@ -225,7 +225,15 @@ impl Mapping {
 
         let context_json = server_context(context_type, time_zone, meta, input, &bundle.regions)?;
         let context = Context::from_json_value(context_json, Some((&bundle.schema, &action)))
-            .map_err(|err| MappingError::request("context", error_chain(&err)))?;
+            .map_err(|err| {
+                MappingError::request(
+                    "context",
+                    format!(
+                        "the caller's context is checked against the `{CALLER_KEY}` record of the action's context type: {}",
+                        error_chain(&err)
+                    ),
+                )
+            })?;
 
         let request = Request::new(
             principal_uid,

@@ -189,16 +189,16 @@ pub fn mint(claims: &serde_json::Value) -> String {
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
-/// Claims of a valid token for the default bundle: the test issuer and audience, an
-/// hour of lifetime, the subject and the extra claims.
+/// Claims of a valid token for the default bundle: the test issuer and audience, the
+/// subject and the extra claims. The token expires ten years from now, so it stays valid
+/// at the fixed clock times tests set, whichever side of the real clock they are on.
 pub fn user_claims(sub: &str, extra: serde_json::Value) -> serde_json::Value {
     let now = jiff::Timestamp::now().as_second();
     let mut claims = serde_json::json!({
         "iss": TEST_ISSUER,
         "aud": TEST_AUDIENCE,
         "sub": sub,
-        "iat": now,
-        "exp": now + 3600,
+        "exp": now + 10 * 365 * 24 * 3600,
     });
     if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
         claims.extend(extra.clone());
