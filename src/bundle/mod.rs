@@ -288,7 +288,12 @@ fn add_policy_file(
             return;
         }
     };
-    let relative = path.strip_prefix(root).unwrap_or(path);
+    let relative = match path.strip_prefix(root) {
+        // A single policy file is its own root, so its IDs take the file name.
+        Ok(relative) if relative.as_os_str().is_empty() => path.file_name().map_or(path, Path::new),
+        Ok(relative) => relative,
+        Err(_) => path,
+    };
 
     // Cedar numbers policies and templates together, in source order: `policy<n>`.
     let mut items: Vec<(usize, PolicyItem)> = parsed
@@ -452,8 +457,11 @@ fn load_entities(
     Entities::from_entities(all, Some(schema))
         .map_err(|err| {
             diagnostics.push(
-                Diagnostic::error(Some(dir), format!("invalid entities: {err}"))
-                    .with_help(miette::Diagnostic::help(&err).map(|h| h.to_string())),
+                Diagnostic::error(
+                    Some(dir),
+                    format!("invalid entities: {}", diagnostics::error_chain(&err)),
+                )
+                .with_help(miette::Diagnostic::help(&err).map(|h| h.to_string())),
             );
         })
         .ok()
@@ -491,9 +499,11 @@ fn parse_entity_file(
         match Entity::from_json_value(item, Some(schema)) {
             Ok(entity) => entities.push(entity),
             Err(err) => {
-                let mut diagnostic =
-                    Diagnostic::error(Some(path), format!("entity [{index}] {uid}: {err}"))
-                        .with_help(miette::Diagnostic::help(&err).map(|h| h.to_string()));
+                let mut diagnostic = Diagnostic::error(
+                    Some(path),
+                    format!("entity [{index}] {uid}: {}", diagnostics::error_chain(&err)),
+                )
+                .with_help(miette::Diagnostic::help(&err).map(|h| h.to_string()));
                 if let Some(offset) = nth_uid_offset(text, index) {
                     diagnostic.place(text, offset, 5);
                 }
