@@ -86,7 +86,7 @@ pub enum Credential<'a> {
     TrustedClaims(&'a Map<String, Value>),
 }
 
-/// What went wrong before the policies could decide, with its HTTP meaning.
+/// Error that stopped a request before the policies could decide it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AnswerError {
     pub code: String,
@@ -117,7 +117,7 @@ impl Answer {
         self.decision == "allow"
     }
 
-    /// A deny that no policy decided: bad token, bad request or no bundle.
+    /// Builds a deny that no policy decided: bad token, bad request or no bundle.
     pub fn refused(kind: DenyKind, error: AnswerError, request_id: String) -> Self {
         Self {
             decision: "deny",

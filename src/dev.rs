@@ -120,7 +120,7 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// What goes into a minted token besides `iss`, `aud`, `iat` and `exp`.
+/// Claims and lifetime of a minted token, besides `iss`, `aud`, `iat` and `exp`.
 #[derive(Debug, Clone, Default)]
 pub struct TokenRequest {
     pub subject: String,

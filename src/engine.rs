@@ -7,7 +7,7 @@ use crate::bundle::Bundle;
 use crate::config::OnForbidError;
 use crate::mapping::{MappedRequest, MappingError};
 
-/// Why a request was denied.
+/// Kind of deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DenyKind {

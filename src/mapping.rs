@@ -22,8 +22,8 @@ use crate::config::{ClaimPath, PrincipalConfig};
 /// The context key that holds the caller's own context.
 pub const CALLER_KEY: &str = "caller";
 
-/// Why a request could not be mapped. Claim problems are the token's; request problems
-/// are the caller's, and name the field.
+/// Error that stops a request from being mapped. Claim errors come from the token;
+/// request errors come from the caller and name the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
     #[error("{0}")]
@@ -50,7 +50,7 @@ pub struct RequestMeta {
     pub path: Option<String>,
 }
 
-/// What the caller asks: may the principal do `action` on `resource`?
+/// Body of `POST /authorize`: may the principal do `action` on `resource`?
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeInput {

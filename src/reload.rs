@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bundle::Severity;
 use crate::decide::{Pdp, load_snapshot};
 
-/// What one reload did.
+/// Outcome of one reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadResult {
     /// The files on disk give the revision already serving.

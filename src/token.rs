@@ -21,7 +21,7 @@ use crate::config::{Config, IssuerConfig, KeySource, parse_algorithm};
 /// few kilobytes at most; the limit keeps a hostile header from costing memory.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// Why a token was rejected. Each kind has a stable reason code for API answers.
+/// Reason a token was rejected. Each kind has a stable reason code for API responses.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TokenError {
     #[error("malformed token: {0}")]
@@ -43,7 +43,7 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    /// The reason code sent to callers.
+    /// Returns the reason code sent to callers.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed",

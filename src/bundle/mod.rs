@@ -21,7 +21,7 @@ pub use diagnostics::{Diagnostic, Severity};
 pub use regions::RegionTable;
 pub use schema_types::SchemaTypes;
 
-/// Where a loaded policy came from, and what it does.
+/// Source location and effect of a loaded policy.
 #[derive(Debug, Clone)]
 pub struct PolicyInfo {
     pub file: PathBuf,
@@ -46,7 +46,7 @@ pub struct Bundle {
     pub regions: RegionTable,
 }
 
-/// What loading a bundle produced: the bundle when there was no error, and every
+/// Result of loading a bundle: the bundle when there was no error, and every
 /// diagnostic, warnings included.
 pub struct LoadOutcome {
     pub bundle: Option<Bundle>,
@@ -61,7 +61,7 @@ impl LoadOutcome {
     }
 }
 
-/// How policies get their IDs.
+/// Policy ID scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyIds {
     /// The `@id` annotation, or `<file>#<position>` for a policy without one.
