@@ -60,6 +60,7 @@ pub fn reload_once(pdp: &Pdp) -> ReloadResult {
 pub async fn watch(pdp: Arc<Pdp>, shutdown: CancellationToken) -> notify::Result<()> {
     // One pending signal is enough: a reload reads every file anyway.
     let (sender, mut events) = mpsc::channel::<()>(1);
+    let catch_up = sender.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
             // Reading files (our own reload included) must not trigger another reload, but
@@ -77,6 +78,10 @@ pub async fn watch(pdp: Arc<Pdp>, shutdown: CancellationToken) -> notify::Result
         watcher.watch(&path, mode)?;
         tracing::debug!(path = %path.display(), "watching");
     }
+    // A change made after the initial load but before the watches existed raised no
+    // event, so one reload runs now to catch up with the files on disk.
+    let _ = catch_up.try_send(());
+    drop(catch_up);
     let mut hangup = hangup_signal();
     let debounce = pdp.config.bundle.debounce;
 
