@@ -322,6 +322,20 @@ struct RawParent {
     entity_type: String,
 }
 
+impl ConfigError {
+    /// Returns the 1-based line and column of a TOML syntax or type error, when known.
+    pub fn position(&self, text: &str) -> Option<(usize, usize)> {
+        let Self::Parse { source, .. } = self else {
+            return None;
+        };
+        let offset = source.span()?.start.min(text.len());
+        let before = text.get(..offset)?;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let column = before.get(line_start..)?.chars().count() + 1;
+        Some((before.matches('\n').count() + 1, column))
+    }
+}
+
 impl Config {
     /// Reads and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -689,6 +703,19 @@ mod tests {
         let message = err.map(|e| e.to_string()).unwrap_or_default();
         assert!(message.contains("unknown field `listen_port`"), "{message}");
         assert!(message.contains("line 12"), "{message}");
+    }
+
+    #[test]
+    fn parse_error_position() {
+        let text = format!("{MINIMAL}\n[server]\nlisten = 5\n");
+        let err = Config::from_toml(Path::new("c.toml"), &text).err();
+        let position = err.and_then(|err| err.position(&text));
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("listen"))
+            .map(|i| i + 1);
+        assert_eq!(position.map(|(line, _)| line), line);
+        assert_eq!(position.map(|(_, column)| column), Some(10));
     }
 
     #[test]

@@ -32,9 +32,20 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
         Ok(config) => config,
         Err(err) => {
             if args.format == Format::Json {
-                let diagnostic =
-                    crate::bundle::Diagnostic::error(Some(&args.config.config), err.to_string());
-                let output = json!({ "valid": false, "errors": 1, "warnings": 0, "revision": null, "diagnostics": [diagnostic] });
+                let path = &args.config.config;
+                let mut diagnostic = crate::bundle::Diagnostic::error(Some(path), err.to_string());
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                if let Some((line, column)) = err.position(&text) {
+                    diagnostic.line = Some(line);
+                    diagnostic.column = Some(column);
+                }
+                let output = json!({
+                    "valid": false,
+                    "errors": 1,
+                    "warnings": 0,
+                    "revision": null,
+                    "diagnostics": [diagnostic],
+                });
                 println!("{output:#}");
             } else {
                 eprintln!("error: {err}");
