@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Start even when the first bundle is invalid: requests get 503 until a valid bundle
+    /// loads. Off by default, so a broken bundle stops a deploy at once.
+    pub start_without_bundle: bool,
     /// Peers whose `X-Forwarded-For` and `Forwarded` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -181,6 +184,8 @@ struct RawServer {
     #[serde(default = "default_shutdown_timeout_ms")]
     shutdown_timeout_ms: u64,
     #[serde(default)]
+    start_without_bundle: bool,
+    #[serde(default)]
     trusted_proxies: Vec<String>,
 }
 
@@ -191,6 +196,7 @@ impl Default for RawServer {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            start_without_bundle: false,
             trusted_proxies: Vec::new(),
         }
     }
@@ -423,6 +429,7 @@ fn validate_server(raw: RawServer, problems: &mut Vec<String>) -> ServerConfig {
         max_body_bytes: raw.max_body_bytes,
         request_timeout: Duration::from_millis(raw.request_timeout_ms),
         shutdown_timeout: Duration::from_millis(raw.shutdown_timeout_ms),
+        start_without_bundle: raw.start_without_bundle,
         trusted_proxies,
     }
 }

@@ -48,7 +48,15 @@ pub fn prepare(config: Config) -> Result<Arc<Pdp>, StartError> {
         tracing::warn!(warning = %warning.render(), "bundle warning");
     }
     let Some(snapshot) = snapshot else {
-        return Err(StartError::Bundle(diagnostics));
+        if !pdp.config.server.start_without_bundle {
+            return Err(StartError::Bundle(diagnostics));
+        }
+        for error in diagnostics.iter().filter(|d| d.severity == Severity::Error) {
+            tracing::error!(error = %error.render(), "bundle invalid");
+        }
+        tracing::warn!("starting without a bundle: requests get 503 until a valid bundle loads");
+        pdp.record_reload_failure(diagnostics);
+        return Ok(Arc::new(pdp));
     };
     tracing::info!(
         revision = %snapshot.bundle.revision,

@@ -401,3 +401,43 @@ async fn non_utf8_file_reports_error() {
     assert_eq!(answer["revision"], old_revision.as_str());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn invalid_start_serves_503_until_fixed() {
+    let (dir, config) = common::default_bundle_copy("start_without_bundle = true");
+    let original = read(dir.path(), "policies/customers.cedar");
+    std::fs::write(dir.path().join("policies/customers.cedar"), "permit (").unwrap();
+    let server = TestServer::start(config).await;
+    server.pdp.set_fixed_time(Some(common::business_hours()));
+
+    let token = common::mint(&common::user_claims("alice", sales_user()));
+    let body = json!({ "action": "read", "resource": { "type": "Crm::Customer", "id": "c-1001" } });
+    let (code, _, unavailable) = server.authorize(Some(&token), &body).await;
+    assert_eq!(code, 503, "{unavailable}");
+    assert_eq!(unavailable["deny"], "unavailable");
+    let ready = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(status(&server).await["stale"], true);
+
+    replace_atomically(dir.path(), "policies/customers.cedar", original.as_bytes());
+    wait_for_status(&server, "a first valid bundle", |status| {
+        status["bundle"]["revision"].is_string()
+    })
+    .await;
+    let (code, _, allowed) = server.authorize(Some(&token), &body).await;
+    assert_eq!(code, 200, "{allowed}");
+    assert_eq!(allowed["decision"], "allow");
+    let ready = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    server.stop().await;
+}
