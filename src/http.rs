@@ -65,13 +65,18 @@ async fn authorize(
         Ok(body) => body,
         Err(rejection) => {
             let status = rejection.status();
+            let (code, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                let limit = pdp.config.server.max_body_bytes;
+                (
+                    "body_too_large",
+                    format!("request body is larger than {limit} bytes (`server.max_body_bytes`)"),
+                )
+            } else {
+                ("invalid_request", rejection.body_text())
+            };
             let error = AnswerError {
-                code: if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "body_too_large".into()
-                } else {
-                    "invalid_request".into()
-                },
-                message: rejection.body_text(),
+                code: code.into(),
+                message,
                 field: Some("body".into()),
             };
             let answer = Answer::refused(DenyKind::RequestInvalid, error, new_request_id());
