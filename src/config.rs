@@ -69,6 +69,8 @@ pub struct BundleConfig {
     pub entities: PathBuf,
     /// Optional CIDR-to-region table.
     pub regions: Option<PathBuf>,
+    /// Optional template links file (JSON, in the Cedar CLI's format).
+    pub links: Option<PathBuf>,
     pub watch: bool,
     pub debounce: Duration,
 }
@@ -83,6 +85,9 @@ impl BundleConfig {
         ];
         if let Some(regions) = &self.regions {
             paths.push(regions);
+        }
+        if let Some(links) = &self.links {
+            paths.push(links);
         }
         paths
     }
@@ -222,6 +227,7 @@ struct RawBundle {
     schema: PathBuf,
     entities: PathBuf,
     regions: Option<PathBuf>,
+    links: Option<PathBuf>,
     #[serde(default = "default_true")]
     watch: bool,
     #[serde(default = "default_debounce_ms")]
@@ -369,6 +375,7 @@ impl Config {
             schema: base.join(raw.bundle.schema),
             entities: base.join(raw.bundle.entities),
             regions: raw.bundle.regions.map(|r| base.join(r)),
+            links: raw.bundle.links.map(|l| base.join(l)),
             watch: raw.bundle.watch,
             debounce: Duration::from_millis(raw.bundle.debounce_ms),
         };

@@ -380,6 +380,7 @@ fn unserved_apps_rejected_by_loader() {
             schema: dir.join(app.schema),
             entities: entities.clone(),
             regions: None,
+            links: None,
             watch: false,
             debounce: std::time::Duration::from_millis(50),
         });

@@ -3,6 +3,7 @@
 //! with a content revision. Knows nothing of HTTP, the CLI or tokens.
 
 pub mod diagnostics;
+mod links;
 pub mod regions;
 pub mod schema_types;
 
@@ -105,7 +106,23 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
         };
     };
     let entities = load_entities(&config.entities, &schema, &mut files, &mut diagnostics);
-    let (policies, policy_info, sources) = policies;
+    let (mut policies, mut policy_info, mut sources) = policies;
+    if let Some(path) = &config.links {
+        match read_text(path, &mut files) {
+            Ok(text) => {
+                links::link_all(
+                    path,
+                    &text,
+                    &mut policies,
+                    &mut policy_info,
+                    &mut diagnostics,
+                );
+                sources.insert(path.clone(), text);
+            }
+            Err(diagnostic) => diagnostics.push(diagnostic),
+        }
+    }
+    links::unlinked_templates(&policies, &policy_info, &mut diagnostics);
     validate_policies(&schema, &policies, &policy_info, &sources, &mut diagnostics);
     if policies.is_empty() {
         diagnostics.push(
