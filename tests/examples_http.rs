@@ -5,7 +5,8 @@
 //! entity from the app's entities file: its attributes as claims and its parents as claim
 //! lists, one list per parent type. It sends `POST /authorize` and expects the decision
 //! named by the request's folder. Upstream stores no determining policies for these
-//! requests, so only the status and the decision are checked.
+//! requests, so only the status and the decision are checked. An app with a `linked` file
+//! of template links is served with that file as `bundle.links`.
 //!
 //! A request that cannot be served is skipped with a reason, never dropped: each app's test
 //! asserts that every request file was either checked or skipped, and pins the number
@@ -25,10 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{
-    Entity, EntityUid, PolicySet, Schema, SchemaFragment, TemplatePrincipalConstraint,
-    TemplateResourceConstraint,
-};
+use cedar_policy::{Entity, EntityUid, PolicyId, Schema, SchemaFragment};
 use cedargate::config::{BundleConfig, Config, PrincipalConfig};
 use cedargate::mapping::{AuthorizeInput, RequestMeta};
 use common::TestServer;
@@ -41,6 +39,8 @@ struct App {
     policies: &'static str,
     schema: &'static str,
     entities: &'static str,
+    /// Template links file in the Cedar CLI's `--template-linked` format, if the app has one.
+    links: Option<&'static str>,
     /// Entity type of the app's actions.
     action_type: &'static str,
     context: ContextHandling,
@@ -71,6 +71,7 @@ const TAGS_N_ROLES: App = App {
     policies: "policies.cedar",
     schema: "policies.cedarschema",
     entities: "entities.json",
+    links: None,
     action_type: "Action",
     context: ContextHandling::Unchanged,
     // Roles sit where Keycloak puts realm roles, to exercise a nested claim path.
@@ -102,6 +103,7 @@ const SALES_ORGS_STATIC: App = App {
     policies: "policies.cedar",
     schema: "policies.cedarschema",
     entities: "entities.json",
+    links: None,
     action_type: "Action",
     context: ContextHandling::Unchanged,
     principals: &[SALES_ORGS_USER],
@@ -113,11 +115,11 @@ const SALES_ORGS_TEMPLATED: App = App {
     policies: "policies.cedar",
     schema: "policies.cedarschema",
     entities: "entities.json",
+    links: Some("linked"),
     action_type: "Action",
     context: ContextHandling::Unchanged,
     principals: &[SALES_ORGS_USER],
-    // `bob_view` is decided by the links `BobView` and `BobViewInternal`.
-    expected_checked: 2,
+    expected_checked: 3,
 };
 
 const HOTEL_CHAINS_STATIC: App = App {
@@ -125,6 +127,7 @@ const HOTEL_CHAINS_STATIC: App = App {
     policies: "policies.cedar",
     schema: "policies.cedarschema",
     entities: "entities.json",
+    links: None,
     action_type: "Action",
     context: ContextHandling::Unchanged,
     principals: &[r#"
@@ -144,15 +147,14 @@ const HOTEL_CHAINS_TEMPLATED: App = App {
     policies: "policies.cedar",
     schema: "policies.cedarschema",
     entities: "entities.json",
+    links: Some("linked"),
     action_type: "Action",
     context: ContextHandling::Unchanged,
     principals: &[r#"
 [principal]
 type = "User"
 "#],
-    // Every template binds `principal == ?principal`, and links bind both Alice and Bob,
-    // the only principals of the requests.
-    expected_checked: 0,
+    expected_checked: 6,
 };
 
 const STREAMING_SERVICE: App = App {
@@ -160,6 +162,7 @@ const STREAMING_SERVICE: App = App {
     policies: "policies.cedar",
     schema: "policies.cedarschema",
     entities: "entities.json",
+    links: None,
     action_type: "Action",
     // The caller sends `now` (a datetime in the schema-only `{"fn", "arg"}` form, and the
     // local time offset), which the policies read as `context.now`.
@@ -185,6 +188,7 @@ const TAX_PREPARER: App = App {
     policies: "policies.cedar",
     schema: "policies.cedarschema",
     entities: "entities.json",
+    links: Some("linked"),
     action_type: "Taxpreparer::Action",
     // The caller sends the client's `consent` (with an `__entity` reference), which the
     // policies read as `context.consent`.
@@ -196,8 +200,7 @@ type = "Taxpreparer::Professional"
 assigned_orgs = "assigned_orgs"
 location = "location"
 "#],
-    // `ALLOW/alice_read_DEF` is decided by the link `AliceView`.
-    expected_checked: 4,
+    expected_checked: 5,
 };
 
 const PHOTO_APP: App = App {
@@ -205,6 +208,7 @@ const PHOTO_APP: App = App {
     policies: "photoapp.cedar",
     schema: "photoapp.cedarschema",
     entities: "photoapp.cedarentities.json",
+    links: None,
     action_type: "PhotoApp::Action",
     // Two requests send `judgingSession`, which the policies read as
     // `context.judgingSession`. The other fourteen send an empty context.
@@ -228,6 +232,7 @@ const GIT_APP: App = App {
     policies: "gitapp.cedar",
     schema: "gitapp.cedarschema",
     entities: "gitapp.cedarentities.json",
+    links: None,
     action_type: "GitApp::Action",
     context: ContextHandling::Unchanged,
     principals: &[r#"
@@ -468,29 +473,6 @@ struct RequestFile {
     context: Map<String, Value>,
 }
 
-/// A template-linked policy from an app's `linked` file, reduced to the principal and the
-/// resource it is bound to with `==`. A slot bound any other way (`in`, `is .. in`) reaches
-/// further through the entity hierarchy, so it is left as `None`, which matches any request.
-struct Link {
-    id: String,
-    principal: Option<EntityUid>,
-    resource: Option<EntityUid>,
-}
-
-impl Link {
-    /// Returns whether this link can decide `request`. cedargate loads no template links,
-    /// so such a request would be decided without the policy upstream links.
-    fn may_apply(&self, request: &RequestFile) -> bool {
-        self.principal
-            .as_ref()
-            .is_none_or(|uid| *uid == request.principal)
-            && self
-                .resource
-                .as_ref()
-                .is_none_or(|uid| *uid == request.resource)
-    }
-}
-
 /// Counts per app, with skip reasons and failures.
 #[derive(Default)]
 struct Tally {
@@ -536,19 +518,38 @@ async fn check_app(app: &App) {
         ContextHandling::Unchanged => (dir.join(app.policies), dir.join(app.schema)),
         ContextHandling::UnderCaller => write_caller_copy(app, &dir, work.path()),
     };
-    let links = read_links(app, &dir);
+    // A links file beside the policies that the table leaves out would leave its templates
+    // unlinked, and its requests decided without them.
+    assert_eq!(
+        app.links.is_some(),
+        dir.join("linked").is_file(),
+        "{}: `links` must name the app's `linked` file exactly when it has one",
+        app.folder
+    );
 
     let mut servers = Vec::new();
     for (index, principal) in app.principals.iter().enumerate() {
         let config = app_config(app, principal, &policies, &schema, &dir, work.path(), index);
         servers.push(TestServer::start(config).await);
     }
-    let schema = servers[0].pdp.snapshot().unwrap().bundle.schema.clone();
+    let snapshot = servers[0].pdp.snapshot().unwrap();
+    for link_id in read_link_ids(app, &dir) {
+        assert!(
+            snapshot
+                .bundle
+                .policies
+                .policy(&PolicyId::new(&link_id))
+                .is_some(),
+            "{}: link `{link_id}` is not a policy of the served bundle",
+            app.folder
+        );
+    }
+    let schema = snapshot.bundle.schema.clone();
     let stored = read_entities(&dir.join(app.entities), &schema);
 
     let mut tally = Tally::default();
     for request in &requests {
-        let outcome = check_request(app, request, &servers, &stored, &links).await;
+        let outcome = check_request(app, request, &servers, &stored).await;
         tally.record(request, outcome);
     }
     for server in servers {
@@ -594,7 +595,6 @@ async fn check_request(
     request: &RequestFile,
     servers: &[TestServer],
     stored: &HashMap<EntityUid, Value>,
-    links: &[Link],
 ) -> Outcome {
     let principal_type = request.principal.type_name().to_string();
     let Some(server) = servers
@@ -607,12 +607,6 @@ async fn check_request(
         return Outcome::Failed(format!(
             "action `{}` is not of the configured action type `{}`",
             request.action, app.action_type
-        ));
-    }
-    if let Some(link) = links.iter().find(|link| link.may_apply(request)) {
-        return Outcome::Skipped(format!(
-            "the template-linked policy `{}` may decide it, and cedargate loads no template links",
-            link.id
         ));
     }
 
@@ -869,44 +863,16 @@ fn read_request(app_dir: &Path, path: &Path) -> RequestFile {
     }
 }
 
-/// Reads the app's `linked` file, if it has one, with the scope of each link's template.
-fn read_links(app: &App, app_dir: &Path) -> Vec<Link> {
-    let Ok(text) = std::fs::read_to_string(app_dir.join("linked")) else {
+/// Reads the `link_id` of every entry of the app's links file, or none without one.
+fn read_link_ids(app: &App, app_dir: &Path) -> Vec<String> {
+    let Some(links) = app.links else {
         return Vec::new();
     };
-    let links: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let policies =
-        PolicySet::from_str(&std::fs::read_to_string(app_dir.join(app.policies)).unwrap()).unwrap();
-
-    links
+    let text = std::fs::read_to_string(app_dir.join(links)).unwrap();
+    let entries: Vec<Value> = serde_json::from_str(&text).unwrap();
+    entries
         .iter()
-        .map(|link| {
-            let template_id = link["template_id"].as_str().unwrap();
-            let template = policies
-                .templates()
-                .find(|template| template.annotation("id") == Some(template_id))
-                .unwrap_or_else(|| panic!("{}: no template `{template_id}`", app.folder));
-            let argument = |slot: &str| {
-                link["args"][slot]
-                    .as_str()
-                    .map(|text| EntityUid::from_str(text).unwrap())
-            };
-            let principal = match template.principal_constraint() {
-                TemplatePrincipalConstraint::Eq(Some(uid)) => Some(uid),
-                TemplatePrincipalConstraint::Eq(None) => argument("?principal"),
-                _ => None,
-            };
-            let resource = match template.resource_constraint() {
-                TemplateResourceConstraint::Eq(Some(uid)) => Some(uid),
-                TemplateResourceConstraint::Eq(None) => argument("?resource"),
-                _ => None,
-            };
-            Link {
-                id: link["link_id"].as_str().unwrap().to_owned(),
-                principal,
-                resource,
-            }
-        })
+        .map(|entry| entry["link_id"].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -960,7 +926,7 @@ listen = "127.0.0.1:0"
 policies = {policies}
 schema = {schema}
 entities = {entities}
-watch = false
+{links}watch = false
 
 [decision]
 action_type = "{action_type}"
@@ -975,6 +941,9 @@ keys = [{{ pem = {key}, kid = "test-ec" }}]
         policies = toml_path(policies),
         schema = toml_path(schema),
         entities = toml_path(&app_dir.join(app.entities)),
+        links = app.links.map_or_else(String::new, |links| {
+            format!("links = {}\n", toml_path(&app_dir.join(links)))
+        }),
         action_type = app.action_type,
         issuer = common::TEST_ISSUER,
         audience = common::TEST_AUDIENCE,

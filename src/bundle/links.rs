@@ -38,21 +38,24 @@ pub fn link_all(
         }
     };
 
+    // Each entry's link ID is searched for after the previous entry's, so that a repeated
+    // ID is placed at its own entry and not at the first one that took it.
+    // NOTE: an equal string between the two IDs, such as an entity id in the previous
+    // entry's `args`, is found first, which puts the entry's line a few lines early.
+    let mut search_from = 0;
     for (index, entry) in entries.iter().enumerate() {
-        let link_id = entry.get("link_id").and_then(Value::as_str);
-        let mut fail = |message: String| {
-            let mut diagnostic =
-                Diagnostic::error(Some(path), format!("link [{index}]: {message}"));
-            let anchor = link_id.and_then(|id| text.find(&format!("\"{id}\"")));
-            if let Some(offset) = anchor {
-                diagnostic.place(text, offset, 1);
-            }
-            diagnostics.push(diagnostic);
-        };
+        let anchor = entry
+            .get("link_id")
+            .and_then(Value::as_str)
+            .and_then(|id| find_json_string(text, search_from, id));
+        if let Some((offset, _)) = anchor {
+            search_from = offset + 1;
+        }
+
         match link_one(entry, set) {
             Ok((link_id, template_id)) => {
                 let template = set.template(&template_id);
-                let offset = text.find(&format!("\"{link_id}\"")).unwrap_or(0);
+                let offset = anchor.map_or(0, |(offset, _)| offset);
                 let line = text.get(..offset).unwrap_or_default().matches('\n').count() + 1;
                 info.insert(
                     link_id,
@@ -66,9 +69,25 @@ pub fn link_all(
                     },
                 );
             }
-            Err(message) => fail(message),
+            Err(message) => {
+                let mut diagnostic =
+                    Diagnostic::error(Some(path), format!("link [{index}]: {message}"));
+                if let Some((offset, len)) = anchor {
+                    diagnostic.place(text, offset, len);
+                }
+                diagnostics.push(diagnostic);
+            }
         }
     }
+}
+
+/// Finds `value`, written as a JSON string, at or after byte `from`, and returns its byte
+/// offset and length. A string written with `\u` escapes where serde_json writes plain
+/// characters is not found.
+fn find_json_string(text: &str, from: usize, value: &str) -> Option<(usize, usize)> {
+    let quoted = serde_json::to_string(value).ok()?;
+    let found = text.get(from..)?.find(&quoted)?;
+    Some((from + found, quoted.len()))
 }
 
 fn link_one(entry: &Value, set: &mut PolicySet) -> Result<(PolicyId, PolicyId), String> {

@@ -124,7 +124,8 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
     }
     links::unlinked_templates(&policies, &policy_info, &mut diagnostics);
     validate_policies(&schema, &policies, &policy_info, &sources, &mut diagnostics);
-    if policies.is_empty() {
+    // Templates alone never apply, so only static and linked policies count here.
+    if policies.policies().next().is_none() {
         diagnostics.push(
             Diagnostic::error(
                 Some(&config.policies),
