@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Start even when the first bundle is invalid: requests get 503 until a valid bundle
     /// loads. Off by default, so a broken bundle stops a deploy at once.
     pub start_without_bundle: bool,
@@ -188,6 +190,8 @@ struct RawServer {
     request_timeout_ms: u64,
     #[serde(default = "default_shutdown_timeout_ms")]
     shutdown_timeout_ms: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
     #[serde(default)]
     start_without_bundle: bool,
     #[serde(default)]
@@ -201,6 +205,7 @@ impl Default for RawServer {
             max_body_bytes: default_max_body_bytes(),
             request_timeout_ms: default_request_timeout_ms(),
             shutdown_timeout_ms: default_shutdown_timeout_ms(),
+            max_connections: default_max_connections(),
             start_without_bundle: false,
             trusted_proxies: Vec::new(),
         }
@@ -215,6 +220,9 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_request_timeout_ms() -> u64 {
     5_000
+}
+fn default_max_connections() -> usize {
+    1024
 }
 fn default_shutdown_timeout_ms() -> u64 {
     10_000
@@ -423,6 +431,9 @@ fn validate_server(raw: RawServer, problems: &mut Vec<String>) -> ServerConfig {
     if raw.max_body_bytes == 0 {
         problems.push("server.max_body_bytes: must be at least 1".to_owned());
     }
+    if raw.max_connections == 0 {
+        problems.push("server.max_connections: must be at least 1".to_owned());
+    }
     if raw.request_timeout_ms == 0 {
         problems.push("server.request_timeout_ms: must be at least 1".to_owned());
     }
@@ -436,6 +447,7 @@ fn validate_server(raw: RawServer, problems: &mut Vec<String>) -> ServerConfig {
         max_body_bytes: raw.max_body_bytes,
         request_timeout: Duration::from_millis(raw.request_timeout_ms),
         shutdown_timeout: Duration::from_millis(raw.shutdown_timeout_ms),
+        max_connections: raw.max_connections,
         start_without_bundle: raw.start_without_bundle,
         trusted_proxies,
     }

@@ -3,6 +3,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +33,6 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Prepares the decision point: development keys, verification keys and the first
@@ -77,6 +84,12 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
 
 /// Serves until `shutdown` is cancelled, then lets in-flight requests finish for at most
 /// the configured shutdown timeout. The watcher stops with the server.
+///
+/// Connections are served with hyper directly rather than `axum::serve`, because that
+/// sets no limits: here a connection must send a complete request head within
+/// `request_timeout_ms` (which also closes idle keep-alive connections), and at most
+/// `max_connections` are open at once, so slow or idle clients cannot exhaust the
+/// server's file descriptors.
 pub async fn run(
     pdp: Arc<Pdp>,
     listener: TcpListener,
@@ -95,30 +108,68 @@ pub async fn run(
         tracing::info!(%address, "listening");
     }
 
+    let server = &pdp.config.server;
+    let app = crate::http::app(Arc::clone(&pdp));
+    let connections = Arc::new(Semaphore::new(server.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.request_timeout);
+
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Usually a transient lack of file descriptors; wait instead of spinning.
+                    tracing::warn!(error = %err, "failed to accept a connection");
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request.map(axum::body::Body::new))
+        });
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, %peer, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+
+    drop(listener);
     let drain_limit = pdp.config.server.shutdown_timeout;
-    let app =
-        crate::http::app(Arc::clone(&pdp)).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .into_future();
-    let deadline = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(drain_limit).await;
-    };
-    let result = tokio::select! {
-        result = server => result.map_err(StartError::Serve),
-        () = deadline => {
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(drain_limit) => {
             tracing::warn!(limit_ms = drain_limit.as_millis(), "shutdown timed out; dropping open connections");
-            Ok(())
         }
-    };
+    }
     shutdown.cancel();
     if let Some(watcher) = watcher {
         let _ = watcher.await;
     }
     tracing::info!("server stopped");
-    result
+    Ok(())
 }
+
+/// Pause after a failed `accept`, such as one for lack of file descriptors.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

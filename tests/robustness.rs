@@ -168,3 +168,76 @@ async fn deeply_nested_context_rejected() {
     assert_eq!(answer["decision"], "deny");
     server.stop().await;
 }
+
+/// Opens a connection, sends `prefix`, then waits for the server to close it; returns how
+/// long that took, or `None` if the server kept it open for `limit`.
+fn time_until_closed(
+    addr: std::net::SocketAddr,
+    prefix: &[u8],
+    limit: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    stream.write_all(prefix).unwrap();
+    let mut buffer = Vec::new();
+    match stream.read_to_end(&mut buffer) {
+        Ok(_) => Some(started.elapsed()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_or_idle_connections_closed() {
+    let (_dir, config) = common::default_bundle_copy("request_timeout_ms = 300");
+    let server = common::TestServer::start(config).await;
+    let addr = server.addr;
+
+    let cases: [(&str, &[u8]); 2] = [
+        ("idle connection", b""),
+        (
+            "partial request head",
+            b"POST /authorize HTTP/1.1\r\nHost: te",
+        ),
+    ];
+    for (name, prefix) in cases {
+        let closed = tokio::task::spawn_blocking(move || {
+            time_until_closed(addr, prefix, Duration::from_secs(5))
+        })
+        .await
+        .unwrap();
+        assert!(closed.is_some(), "{name}: still open after 5 s");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connection_limit_holds_extra_clients() {
+    let (_dir, config) =
+        common::default_bundle_copy("request_timeout_ms = 400\nmax_connections = 2");
+    let server = common::TestServer::start(config).await;
+    let addr = server.addr;
+
+    // Two idle connections take both places; the server closes them after the timeout,
+    // and only then is a third client served.
+    let idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let response = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+
+    assert_eq!(response.status(), 200);
+    assert!(
+        waited >= Duration::from_millis(200),
+        "served after {waited:?}, before a place was free"
+    );
+    drop(idle);
+    server.stop().await;
+}
