@@ -57,8 +57,10 @@ pub struct ServerConfig {
     /// Start even when the first bundle is invalid: requests get 503 until a valid bundle
     /// loads. Off by default, so a broken bundle stops a deploy at once.
     pub start_without_bundle: bool,
-    /// Peers whose `X-Forwarded-For` and `Forwarded` headers are believed.
+    /// Peers whose forwarding header is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The one forwarding header the trusted proxies set; the other is ignored.
+    pub forwarded_header: ForwardedHeader,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +94,27 @@ impl BundleConfig {
             paths.push(links);
         }
         paths
+    }
+}
+
+/// Forwarding header that carries the client address through trusted proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For`, which most proxies and load balancers set.
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded`, defined by RFC 7239.
+    #[serde(rename = "forwarded")]
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// Returns the header name in lower case.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        }
     }
 }
 
@@ -196,6 +219,8 @@ struct RawServer {
     start_without_bundle: bool,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default = "default_forwarded_header")]
+    forwarded_header: ForwardedHeader,
 }
 
 impl Default for RawServer {
@@ -208,6 +233,7 @@ impl Default for RawServer {
             max_connections: default_max_connections(),
             start_without_bundle: false,
             trusted_proxies: Vec::new(),
+            forwarded_header: default_forwarded_header(),
         }
     }
 }
@@ -220,6 +246,9 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_request_timeout_ms() -> u64 {
     5_000
+}
+fn default_forwarded_header() -> ForwardedHeader {
+    ForwardedHeader::XForwardedFor
 }
 fn default_max_connections() -> usize {
     1024
@@ -450,6 +479,7 @@ fn validate_server(raw: RawServer, problems: &mut Vec<String>) -> ServerConfig {
         max_connections: raw.max_connections,
         start_without_bundle: raw.start_without_bundle,
         trusted_proxies,
+        forwarded_header: raw.forwarded_header,
     }
 }
 

@@ -2,6 +2,7 @@
 //! The HTTP handler and `cedargate authorize` both call [`Pdp::decide`], so what the
 //! tests prove of one is true of the other.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -212,7 +213,19 @@ impl Pdp {
             request_id,
             &mut log,
         );
-        log.emit(&answer, meta, started);
+        log.emit(&answer, Some(meta.client_ip), started);
+        answer
+    }
+
+    /// Builds and logs a deny for a request refused before the data path could run, such
+    /// as one with an oversized body or a malformed `Authorization` header.
+    pub fn refuse(&self, kind: DenyKind, error: AnswerError, client_ip: Option<IpAddr>) -> Answer {
+        let started = Instant::now();
+        let mut answer = Answer::refused(kind, error, uuid::Uuid::new_v4().to_string());
+        answer.revision = self
+            .snapshot()
+            .map(|snapshot| snapshot.bundle.revision.clone());
+        LogFields::default().emit(&answer, client_ip, started);
         answer
     }
 
@@ -359,7 +372,10 @@ fn parse_body(body: &[u8]) -> Result<AuthorizeInput, AnswerError> {
         ));
     }
 
-    serde_path_to_error::deserialize(value).map_err(|err| {
+    // Deserializing from the text, not the value, also rejects a field given twice, which
+    // a parsed JSON value would have reduced to its last occurrence.
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
         let inner = err.into_inner();
         // For a missing field the path ends at the enclosing object, but serde names the
@@ -423,7 +439,7 @@ struct LogFields {
 }
 
 impl LogFields {
-    fn emit(&self, answer: &Answer, meta: &RequestMeta, started: Instant) {
+    fn emit(&self, answer: &Answer, client_ip: Option<IpAddr>, started: Instant) {
         let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         let policies = answer.policies.join(",");
         let errors: Vec<&str> = answer.errors.iter().map(|e| e.policy.as_str()).collect();
@@ -444,7 +460,7 @@ impl LogFields {
             issuer = self.issuer.as_deref(),
             sub = self.subject.as_deref(),
             jti = self.jti.as_deref(),
-            client_ip = %meta.client_ip,
+            client_ip = client_ip.map(|ip| ip.to_string()),
             latency_us,
             "decision"
         );

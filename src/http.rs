@@ -3,12 +3,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,17 +19,13 @@ use crate::mapping::{self, RequestMeta};
 
 /// Builds the router with its limits. Tests call this directly.
 pub fn app(pdp: Arc<Pdp>) -> Router {
-    let server = &pdp.config.server;
-    let max_body = server.max_body_bytes;
-    let timeout = server.request_timeout;
     Router::new()
         .route("/authorize", post(authorize).fallback(method_not_allowed))
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/status", get(status).fallback(method_not_allowed))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(timeout, limit_time))
+        .layer(middleware::from_fn_with_state(Arc::clone(&pdp), limit_time))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(pdp)
 }
@@ -58,77 +51,103 @@ fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
 async fn authorize(
     State(pdp): State<Arc<Pdp>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            let (code, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                let limit = pdp.config.server.max_body_bytes;
-                (
-                    "body_too_large",
-                    format!("request body is larger than {limit} bytes (`server.max_body_bytes`)"),
-                )
-            } else {
-                ("invalid_request", rejection.body_text())
-            };
-            let error = AnswerError {
-                code: code.into(),
-                message,
-                field: Some("body".into()),
-            };
-            let answer = Answer::refused(DenyKind::RequestInvalid, error, new_request_id());
-            return (status, axum::Json(answer)).into_response();
-        }
+    let (parts, body) = request.into_parts();
+    let refuse = |status: StatusCode, kind: DenyKind, error: AnswerError| {
+        let answer = pdp.refuse(kind, error, Some(peer.ip()));
+        with_status(status, answer)
     };
 
-    let meta = match request_meta(&pdp, peer, &headers) {
-        Ok(meta) => meta,
+    // A declared length over the limit is refused at once, before any byte is read.
+    let limit = pdp.config.server.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            DenyKind::RequestInvalid,
+            too_large(limit),
+        );
+    }
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
         Err(err) => {
-            let (field, message) = match err {
-                mapping::MappingError::Request { field, message } => (field, message),
-                mapping::MappingError::Claims(message) => ("headers".to_owned(), message),
-            };
+            let too_big = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_big {
+                return refuse(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    DenyKind::RequestInvalid,
+                    too_large(limit),
+                );
+            }
             let error = AnswerError {
                 code: "invalid_request".into(),
-                message: format!("{field}: {message}"),
-                field: Some(field),
+                message: format!("failed to read the request body: {err}"),
+                field: Some("body".into()),
             };
-            let answer = Answer::refused(DenyKind::RequestInvalid, error, new_request_id());
-            return (StatusCode::BAD_REQUEST, axum::Json(answer)).into_response();
+            return refuse(StatusCode::BAD_REQUEST, DenyKind::RequestInvalid, error);
         }
     };
 
-    let credential = match bearer_token(&headers) {
+    let meta = match request_meta(&pdp, peer, &parts.headers) {
+        Ok(meta) => meta,
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, DenyKind::RequestInvalid, error),
+    };
+    let credential = match bearer_token(&parts.headers) {
         Ok(credential) => credential,
-        Err(error) => {
-            let answer = Answer::refused(DenyKind::TokenInvalid, error, new_request_id());
-            return answer_response(answer);
-        }
+        Err(error) => return refuse(StatusCode::UNAUTHORIZED, DenyKind::TokenInvalid, error),
     };
     answer_response(pdp.decide(credential, &body, &meta))
+}
+
+fn too_large(limit: usize) -> AnswerError {
+    AnswerError {
+        code: "body_too_large".into(),
+        message: format!("request body is larger than {limit} bytes (`server.max_body_bytes`)"),
+        field: Some("body".into()),
+    }
 }
 
 fn request_meta(
     pdp: &Pdp,
     peer: SocketAddr,
     headers: &HeaderMap,
-) -> Result<RequestMeta, mapping::MappingError> {
-    let lines = |name: &str| -> Vec<&str> {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .collect()
-    };
+) -> Result<RequestMeta, AnswerError> {
+    let header = pdp.config.server.forwarded_header;
+    let name = header.name();
+    let mut lines = Vec::new();
+    for value in headers.get_all(name) {
+        // Dropping a line that is not ASCII would make the proxy's own address the
+        // client's, so such a line is an error.
+        let line = value.to_str().map_err(|_| AnswerError {
+            code: "invalid_request".into(),
+            message: format!("{name}: header value is not ASCII text"),
+            field: Some(name.to_owned()),
+        })?;
+        lines.push(line);
+    }
     let client_ip = mapping::client_ip(
         peer.ip(),
-        &lines("forwarded"),
-        &lines("x-forwarded-for"),
+        header,
+        &lines,
         &pdp.config.server.trusted_proxies,
-    )?;
+    )
+    .map_err(|err| {
+        let (field, message) = match err {
+            mapping::MappingError::Request { field, message } => (field, message),
+            mapping::MappingError::Claims(message) => (name.to_owned(), message),
+        };
+        AnswerError {
+            code: "invalid_request".into(),
+            message: format!("{field}: {message}"),
+            field: Some(field),
+        }
+    })?;
     Ok(RequestMeta {
         client_ip,
         time: pdp.now(),
@@ -176,6 +195,11 @@ fn answer_response(answer: Answer) -> Response {
         Some(DenyKind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::OK,
     };
+    with_status(status, answer)
+}
+
+/// Sends `answer` with `status`, adding the bearer challenge to a 401.
+fn with_status(status: StatusCode, answer: Answer) -> Response {
     let mut response = (status, axum::Json(&answer)).into_response();
     if status == StatusCode::UNAUTHORIZED {
         let code = answer.error.as_ref().map_or("", |e| e.code.as_str());
@@ -212,44 +236,68 @@ fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn refusal(status: StatusCode, code: &str, message: String) -> Response {
+fn refusal(
+    pdp: &Pdp,
+    request: &Request,
+    status: StatusCode,
+    code: &str,
+    message: String,
+) -> Response {
     let error = AnswerError {
         code: code.into(),
         message,
         field: None,
     };
-    let answer = Answer::refused(DenyKind::RequestInvalid, error, new_request_id());
-    (status, axum::Json(answer)).into_response()
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    with_status(status, pdp.refuse(DenyKind::RequestInvalid, error, peer))
 }
 
-async fn not_found(request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    refusal(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!("no route `{path}`; decisions are at `POST /authorize`"),
-    )
+async fn not_found(State(pdp): State<Arc<Pdp>>, request: Request) -> Response {
+    let message = format!(
+        "no route `{}`; decisions are at `POST /authorize`",
+        request.uri().path()
+    );
+    refusal(&pdp, &request, StatusCode::NOT_FOUND, "not_found", message)
 }
 
-async fn method_not_allowed(request: Request) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+async fn method_not_allowed(State(pdp): State<Arc<Pdp>>, request: Request) -> Response {
+    let message = format!(
+        "method {} is not allowed on `{}`",
+        request.method(),
+        request.uri().path()
+    );
     refusal(
+        &pdp,
+        &request,
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        format!("method {method} is not allowed on `{path}`"),
+        message,
     )
 }
 
 /// Ends a request that takes longer than the configured timeout, body upload included.
-async fn limit_time(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+async fn limit_time(State(pdp): State<Arc<Pdp>>, request: Request, next: Next) -> Response {
+    let timeout = pdp.config.server.request_timeout;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => refusal(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!("request took longer than {} ms", timeout.as_millis()),
-        ),
+        Err(_) => {
+            let error = AnswerError {
+                code: "timeout".into(),
+                message: format!("request took longer than {} ms", timeout.as_millis()),
+                field: None,
+            };
+            with_status(
+                StatusCode::REQUEST_TIMEOUT,
+                pdp.refuse(DenyKind::RequestInvalid, error, peer),
+            )
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::bundle::Bundle;
 use crate::bundle::diagnostics::error_chain;
 use crate::bundle::schema_types::{AttrType, RecordType};
-use crate::config::{ClaimPath, PrincipalConfig};
+use crate::config::{ClaimPath, ForwardedHeader, PrincipalConfig};
 
 /// The context key that holds the caller's own context.
 pub const CALLER_KEY: &str = "caller";
@@ -99,7 +99,7 @@ struct MappedAttribute {
 }
 
 /// The keys the server fills in, with the type each must have in the schema.
-const SERVER_KEYS: [(&str, &str); 8] = [
+const SERVER_KEYS: [(&str, &str); 9] = [
     ("ip", "ipaddr"),
     ("region", "String"),
     ("time", "datetime"),
@@ -108,6 +108,7 @@ const SERVER_KEYS: [(&str, &str); 8] = [
     ("weekday", "Long"),
     ("method", "String"),
     ("path", "String"),
+    ("issuer", "String"),
 ];
 
 impl Mapping {
@@ -223,7 +224,15 @@ impl Mapping {
         })?;
         let resource = EntityUid::from_type_name_and_id(resource_type, resource_id);
 
-        let context_json = server_context(context_type, time_zone, meta, input, &bundle.regions)?;
+        let issuer = claims.get("iss").and_then(Value::as_str);
+        let context_json = server_context(
+            context_type,
+            time_zone,
+            meta,
+            input,
+            issuer,
+            &bundle.regions,
+        )?;
         let context = Context::from_json_value(context_json, Some((&bundle.schema, &action)))
             .map_err(|err| {
                 MappingError::request(
@@ -472,6 +481,7 @@ fn server_context(
     time_zone: &jiff::tz::TimeZone,
     meta: &RequestMeta,
     input: &AuthorizeInput,
+    issuer: Option<&str>,
     regions: &crate::bundle::RegionTable,
 ) -> Result<Value, MappingError> {
     let local = meta.time.to_zoned(time_zone.clone());
@@ -516,6 +526,10 @@ fn server_context(
         put("path", Value::from(path.as_str()));
     }
 
+    if let Some(issuer) = issuer {
+        put("issuer", Value::from(issuer));
+    }
+
     if declared.attributes.contains_key(CALLER_KEY) {
         filled.insert(CALLER_KEY.to_owned(), Value::Object(input.context.clone()));
     } else if !input.context.is_empty() {
@@ -553,12 +567,12 @@ fn request_error(
 }
 
 /// Finds the client's address: the socket peer, or, when the peer is a trusted proxy, the
-/// first untrusted address in `Forwarded` (RFC 7239) or `X-Forwarded-For`, read from the
-/// right. Each header value is one line of the header as received.
+/// first untrusted address in the configured forwarding header, read from the right.
+/// Each line is one line of that header as received.
 pub fn client_ip(
     peer: IpAddr,
-    forwarded: &[&str],
-    forwarded_for: &[&str],
+    header: ForwardedHeader,
+    lines: &[&str],
     trusted: &[ipnet::IpNet],
 ) -> Result<IpAddr, MappingError> {
     let is_trusted = |ip: &IpAddr| {
@@ -569,26 +583,18 @@ pub fn client_ip(
         return Ok(peer);
     }
 
-    let (header, hops): (&str, Vec<&str>) = if !forwarded.is_empty() {
-        let hops = forwarded
-            .iter()
-            .flat_map(|line| line.split(','))
+    let elements = lines.iter().flat_map(|line| line.split(','));
+    let hops: Vec<&str> = match header {
+        ForwardedHeader::Forwarded => elements
             .map(forwarded_for_param)
-            .collect::<Result<Vec<_>, _>>()?;
-        ("Forwarded", hops)
-    } else {
-        let hops = forwarded_for
-            .iter()
-            .flat_map(|line| line.split(','))
-            .map(str::trim)
-            .collect();
-        ("X-Forwarded-For", hops)
+            .collect::<Result<Vec<_>, _>>()?,
+        ForwardedHeader::XForwardedFor => elements.map(str::trim).collect(),
     };
 
     let mut client = peer;
     for hop in hops.iter().rev() {
         let ip = parse_hop(hop).ok_or_else(|| {
-            MappingError::request(header, format!("`{hop}` is not an IP address"))
+            MappingError::request(header.name(), format!("`{hop}` is not an IP address"))
         })?;
         client = ip;
         if !is_trusted(&ip) {
@@ -607,7 +613,7 @@ fn forwarded_for_param(element: &str) -> Result<&str, MappingError> {
         .map(|(_, value)| value.trim().trim_matches('"'))
         .ok_or_else(|| {
             MappingError::request(
-                "Forwarded",
+                ForwardedHeader::Forwarded.name(),
                 format!("element `{}` has no `for` parameter", element.trim()),
             )
         })
@@ -645,7 +651,7 @@ mod tests {
     fn forwarded_for_ignored_from_untrusted_peer() {
         let client = client_ip(
             ip("203.0.113.9"),
-            &[],
+            ForwardedHeader::XForwardedFor,
             &["10.10.0.1"],
             &[net("127.0.0.0/8")],
         );
@@ -657,7 +663,7 @@ mod tests {
         let trusted = [net("127.0.0.0/8"), net("172.16.0.0/12")];
         let client = client_ip(
             ip("127.0.0.1"),
-            &[],
+            ForwardedHeader::XForwardedFor,
             &["6.6.6.6, 10.10.0.1", "172.16.0.5"],
             &trusted,
         );
@@ -668,8 +674,8 @@ mod tests {
     fn forwarded_header_parsed() {
         let client = client_ip(
             ip("127.0.0.1"),
+            ForwardedHeader::Forwarded,
             &["for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\""],
-            &[],
             &[net("127.0.0.0/8")],
         );
         assert_eq!(client, Ok(ip("2001:db8::1")));
@@ -677,9 +683,14 @@ mod tests {
 
     #[test]
     fn forwarded_for_garbage_rejected() {
-        let client = client_ip(ip("127.0.0.1"), &[], &["not-an-ip"], &[net("127.0.0.0/8")]);
+        let client = client_ip(
+            ip("127.0.0.1"),
+            ForwardedHeader::XForwardedFor,
+            &["not-an-ip"],
+            &[net("127.0.0.0/8")],
+        );
         assert!(
-            matches!(client, Err(MappingError::Request { field, .. }) if field == "X-Forwarded-For")
+            matches!(client, Err(MappingError::Request { field, .. }) if field == "x-forwarded-for")
         );
     }
 

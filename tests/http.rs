@@ -677,33 +677,116 @@ networks = ["127.0.0.0/8", "::1/128"]
 #[tokio::test]
 async fn forwarded_for_needs_trusted_proxy() {
     let body = request("read", "c-1001");
-    let forwarded = [
-        ("x-forwarded-for", "10.10.0.1"),
-        ("forwarded", "for=10.10.0.1"),
+    let cases = [
+        ("", "x-forwarded-for", "forwarded"),
+        (
+            "forwarded_header = \"forwarded\"",
+            "forwarded",
+            "x-forwarded-for",
+        ),
     ];
 
-    for (trusted, server_toml) in [(false, ""), (true, "trusted_proxies = [\"127.0.0.1\"]")] {
-        let (dir, _) = common::default_bundle_copy(server_toml);
-        write_file(&dir, "data/regions.toml", REGIONS_WITHOUT_LOOPBACK);
-        let config = Config::load(&dir.path().join("cedargate.toml")).unwrap();
-        let server = TestServer::start(config).await;
-        server.pdp.set_fixed_time(Some(business_hours()));
+    for (header_setting, used, ignored) in cases {
+        for trusted in [false, true] {
+            let proxies = if trusted {
+                "trusted_proxies = [\"127.0.0.1\"]"
+            } else {
+                ""
+            };
+            let (dir, _) = common::default_bundle_copy(&format!("{header_setting}\n{proxies}"));
+            write_file(&dir, "data/regions.toml", REGIONS_WITHOUT_LOOPBACK);
+            let config = Config::load(&dir.path().join("cedargate.toml")).unwrap();
+            let server = TestServer::start(config).await;
+            server.pdp.set_fixed_time(Some(business_hours()));
+            let value = |header: &str| {
+                if header == "forwarded" {
+                    "for=10.10.0.1"
+                } else {
+                    "10.10.0.1"
+                }
+            };
 
-        // Without a forwarded address the client is the loopback peer, in region `lab`.
-        let (status, _, answer) = server.authorize(Some(&sales_token()), &body).await;
-        assert_no_permit(status, &answer);
+            // Without a forwarded address the client is the loopback peer, in region `lab`.
+            let (status, _, answer) = server.authorize(Some(&sales_token()), &body).await;
+            assert_no_permit(status, &answer);
 
-        for header in forwarded {
+            // The configured header moves the client into eu-central, but only from a
+            // trusted proxy.
             let (status, _, answer) =
-                authorize_with(&server, &sales_token(), &body, &[header]).await;
+                authorize_with(&server, &sales_token(), &body, &[(used, value(used))]).await;
             if trusted {
                 assert_allowed(status, &answer, &[READ_POLICY]);
             } else {
                 assert_no_permit(status, &answer);
             }
+
+            // The other header is the client's own text, which a proxy passes through
+            // untouched: it never counts, even from a trusted proxy.
+            let (status, _, answer) =
+                authorize_with(&server, &sales_token(), &body, &[(ignored, value(ignored))]).await;
+            assert_no_permit(status, &answer);
+            server.stop().await;
         }
-        server.stop().await;
     }
+}
+
+#[tokio::test]
+async fn non_ascii_forwarded_for_rejected() {
+    let (_dir, server) = start_at("trusted_proxies = [\"127.0.0.1\"]", business_hours()).await;
+    let value = reqwest::header::HeaderValue::from_bytes(b"\xff, 6.6.6.6").unwrap();
+    let response = server
+        .client
+        .post(server.url("/authorize"))
+        .bearer_auth(sales_token())
+        .header("x-forwarded-for", value)
+        .json(&request("read", "c-1001"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert_eq!(answer["error"]["field"], "x-forwarded-for", "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn duplicate_body_field_rejected() {
+    let (_dir, server) = start_at("", business_hours()).await;
+    let body =
+        br#"{"action":"update","action":"read","resource":{"type":"Crm::Customer","id":"c-1001"}}"#;
+    let (status, answer) = authorize_raw(&server, &sales_token(), body.to_vec()).await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("duplicate field `action`"),
+        "{answer}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_carry_revision() {
+    let (_dir, server) = start_at("max_body_bytes = 64", business_hours()).await;
+    let (_, ready) = get(&server, "/readyz").await;
+    let revision = ready["revision"].clone();
+    assert!(revision.is_string(), "{ready}");
+
+    let (status, not_found) = get(&server, "/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(not_found["revision"], revision, "{not_found}");
+    let (status, wrong_method) = get(&server, "/authorize").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method["revision"], revision, "{wrong_method}");
+    let (status, too_large) = authorize_raw(&server, &sales_token(), vec![b' '; 65]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_large["revision"], revision, "{too_large}");
+    server.stop().await;
 }
 
 // Invalid requests.
@@ -941,6 +1024,60 @@ async fn erroring_forbid_skipped() {
     assert_eq!(
         erroring_policies(&answer),
         ["forbid-overflowing-hour"],
+        "{answer}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn issuer_in_context_tells_issuers_apart() {
+    let (dir, _) = common::default_bundle_copy("");
+    std::fs::write(
+        dir.path().join("rsa-issuer.pem"),
+        common::test_key("rsa-public.pem"),
+    )
+    .unwrap();
+    // Declare `issuer` in the context and let only the EC test issuer update records.
+    let schema = std::fs::read_to_string(dir.path().join("schema/crm.cedarschema")).unwrap();
+    let schema = schema.replacen("region: String,", "region: String,\n    issuer: String,", 1);
+    write_file(&dir, "schema/crm.cedarschema", &schema);
+    write_file(
+        &dir,
+        "policies/issuers.cedar",
+        &format!(
+            "@id(\"update-only-from-test-issuer\")\nforbid (principal, action == Crm::Action::\"update\", resource)\nunless {{ context.issuer == \"{}\" }};\n",
+            common::TEST_ISSUER
+        ),
+    );
+    let config = edit_config(&dir, |text| {
+        let rsa_issuer = "[[issuer]]\nname = \"rsa\"\nissuer = \"https://rsa-issuer.test\"\naudiences = [\"customers-api\"]\nalgorithms = [\"RS256\"]\nkeys = [{ pem = \"rsa-issuer.pem\", kid = \"test-rsa\" }]\n";
+        text.replacen("[principal]", &format!("{rsa_issuer}\n[principal]"), 1)
+    });
+    let server = TestServer::start(config).await;
+    server.pdp.set_fixed_time(Some(business_hours()));
+    let body = request("update", "c-1001");
+    let editor = json!({ "department": "sales", "groups": ["crm-editor"] });
+
+    let ec_token = mint(&common::user_claims("alice", editor.clone()));
+    let (status, _, answer) = server.authorize(Some(&ec_token), &body).await;
+    assert_allowed(status, &answer, &["update-by-editor-role"]);
+
+    // The same subject and claims from the other issuer: same principal, other issuer.
+    let mut claims = common::user_claims("alice", editor);
+    claims["iss"] = json!("https://rsa-issuer.test");
+    let key =
+        jsonwebtoken::EncodingKey::from_rsa_pem(&common::test_key("rsa-private.pem")).unwrap();
+    let header = jsonwebtoken::Header {
+        kid: Some("test-rsa".into()),
+        ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256)
+    };
+    let rsa_token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let (status, _, answer) = server.authorize(Some(&rsa_token), &body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert_eq!(
+        answer["policies"],
+        json!(["update-only-from-test-issuer"]),
         "{answer}"
     );
     server.stop().await;

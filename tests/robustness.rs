@@ -241,3 +241,37 @@ async fn connection_limit_holds_extra_clients() {
     drop(idle);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn declared_oversize_body_refused_at_once() {
+    let (_dir, config) =
+        common::default_bundle_copy("request_timeout_ms = 3000\nmax_body_bytes = 1024");
+    let server = common::TestServer::start(config).await;
+    let addr = server.addr;
+
+    let (response, elapsed) = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // Declare ten megabytes and send none of them.
+        let head = "POST /authorize HTTP/1.1\r\nHost: test\r\nContent-Length: 10000000\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut buffer = [0_u8; 4096];
+        let read = stream.read(&mut buffer).unwrap_or(0);
+        (
+            String::from_utf8_lossy(&buffer[..read]).into_owned(),
+            started.elapsed(),
+        )
+    })
+    .await
+    .unwrap();
+
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "refused only after {elapsed:?}"
+    );
+    server.stop().await;
+}
