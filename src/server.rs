@@ -46,7 +46,11 @@ pub fn prepare(config: Config) -> Result<Arc<Pdp>, StartError> {
             "development issuer enabled: anyone with its private key file can mint accepted tokens; remove it in production"
         );
     }
-    for issuer in config.issuers.iter().filter(|issuer| issuer.audiences.is_empty()) {
+    for issuer in config
+        .issuers
+        .iter()
+        .filter(|issuer| issuer.audiences.is_empty())
+    {
         tracing::warn!(
             issuer = %issuer.name,
             "issuer has no `audiences`: its tokens for any other API are accepted too; list this API's audience"

@@ -121,6 +121,8 @@ struct Key {
     key_type: KeyType,
     /// The `alg` a JWK pins the key to, if it names one.
     alg: Option<Algorithm>,
+    /// Length in bytes of an HMAC secret, or `None` for the other key types.
+    secret_len: Option<usize>,
     decoding: DecodingKey,
 }
 
@@ -431,41 +433,11 @@ fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<()
 fn load_issuer(config: &IssuerConfig) -> Result<Issuer, KeyError> {
     let mut keys = Vec::new();
     for source in &config.keys {
-        match source {
-            KeySource::Pem { path, kid } => keys.push(load_pem(path, kid.clone())?),
-            KeySource::Jwks { path } => {
-                let loaded = load_jwks_file(path)?;
-                if loaded.is_empty() {
-                    return Err(KeyError::Invalid {
-                        path: path.clone(),
-                        message: "the set holds no key that can verify signatures (RSA, EC P-256/P-384, Ed25519 or HMAC, not `use: enc`)".into(),
-                    });
-                }
-                keys.extend(loaded);
-            }
-            KeySource::SecretFile { path, kid } => {
-                let text = read_file(path)?;
-                let secret = text.trim().as_bytes().to_vec();
-                keys.push(
-                    hmac_key(secret, kid.clone()).map_err(|message| KeyError::Invalid {
-                        path: path.clone(),
-                        message,
-                    })?,
-                );
-            }
-            KeySource::SecretEnv { var, kid } => {
-                let value =
-                    std::env::var(var).map_err(|_| KeyError::MissingEnv { var: var.clone() })?;
-                keys.push(
-                    hmac_key(value.into_bytes(), kid.clone()).map_err(|message| {
-                        KeyError::Issuer {
-                            issuer: config.name.clone(),
-                            message: format!("secret in `{var}`: {message}"),
-                        }
-                    })?,
-                );
-            }
+        let loaded = load_source(source, &config.name)?;
+        for key in &loaded {
+            check_secret_len(key, source, config)?;
         }
+        keys.extend(loaded);
     }
 
     // A key that no allowed algorithm can use is a configuration mistake worth stopping for.
@@ -494,6 +466,96 @@ fn load_issuer(config: &IssuerConfig) -> Result<Issuer, KeyError> {
     })
 }
 
+/// Loads the keys of one configured key source of the issuer named `issuer`.
+fn load_source(source: &KeySource, issuer: &str) -> Result<Vec<Key>, KeyError> {
+    match source {
+        KeySource::Pem { path, kid } => Ok(vec![load_pem(path, kid.clone())?]),
+        KeySource::Jwks { path } => {
+            let loaded = load_jwks_file(path)?;
+            if loaded.is_empty() {
+                return Err(KeyError::Invalid {
+                    path: path.clone(),
+                    message: "the set holds no key that can verify signatures (RSA, EC P-256/P-384, Ed25519 or HMAC, not `use: enc`)".into(),
+                });
+            }
+            Ok(loaded)
+        }
+        KeySource::SecretFile { path, kid } => {
+            let text = read_file(path)?;
+            let secret = text.trim().as_bytes().to_vec();
+            let key = hmac_key(secret, kid.clone()).map_err(|message| KeyError::Invalid {
+                path: path.clone(),
+                message,
+            })?;
+            Ok(vec![key])
+        }
+        KeySource::SecretEnv { var, kid } => {
+            let value =
+                std::env::var(var).map_err(|_| KeyError::MissingEnv { var: var.clone() })?;
+            let key =
+                hmac_key(value.into_bytes(), kid.clone()).map_err(|message| KeyError::Issuer {
+                    issuer: issuer.to_owned(),
+                    message: format!("secret in `{var}`: {message}"),
+                })?;
+            Ok(vec![key])
+        }
+    }
+}
+
+/// Checks that an HMAC key is at least as long as the hash output of every HMAC algorithm
+/// it may be used with (RFC 7518 section 3.2): its own `alg` when a JWK pins one, or else
+/// each HMAC algorithm the issuer allows.
+fn check_secret_len(key: &Key, source: &KeySource, config: &IssuerConfig) -> Result<(), KeyError> {
+    let Some(secret_len) = key.secret_len else {
+        return Ok(());
+    };
+    // A key pinned to an algorithm the issuer does not allow is reported as unusable later.
+    let strongest = config
+        .algorithms
+        .iter()
+        .filter(|alg| key.alg.is_none_or(|pinned| pinned == **alg))
+        .filter_map(|alg| hmac_hash_len(*alg).map(|len| (*alg, len)))
+        .max_by_key(|(_, len)| *len);
+    let Some((alg, needed)) = strongest else {
+        return Ok(());
+    };
+    if secret_len >= needed {
+        return Ok(());
+    }
+
+    let kid = key
+        .kid
+        .as_deref()
+        .map_or("without kid".to_owned(), |kid| format!("`{kid}`"));
+    let origin = match source {
+        KeySource::SecretEnv { var, .. } => format!("environment variable `{var}`"),
+        KeySource::Pem { path, .. }
+        | KeySource::Jwks { path }
+        | KeySource::SecretFile { path, .. } => format!("`{}`", path.display()),
+    };
+    let fix = if key.alg.is_some() {
+        "use a longer secret or another `alg` for this key".to_owned()
+    } else {
+        format!("use a longer secret, or remove {alg:?} from `algorithms`")
+    };
+    Err(KeyError::Issuer {
+        issuer: config.name.clone(),
+        message: format!(
+            "HMAC key {kid} in {origin} has {secret_len} bytes, but {alg:?} needs at least {needed} (the hash output length); {fix}"
+        ),
+    })
+}
+
+/// Returns the hash output length in bytes of an HMAC algorithm, or `None` for the others.
+fn hmac_hash_len(alg: Algorithm) -> Option<usize> {
+    match alg {
+        Algorithm::HS256 => Some(32),
+        Algorithm::HS384 => Some(48),
+        Algorithm::HS512 => Some(64),
+        _ => None,
+    }
+}
+
 fn read_file(path: &Path) -> Result<String, KeyError> {
     std::fs::read_to_string(path).map_err(|source| KeyError::Read {
         path: path.to_owned(),
@@ -502,7 +564,8 @@ fn read_file(path: &Path) -> Result<String, KeyError> {
 }
 
 /// RFC 7518 section 3.2 requires an HMAC key at least as long as the hash output; 32 bytes
-/// is the minimum for HS256, the weakest supported.
+/// is the minimum for HS256, the weakest supported. Keys used with HS384 or HS512 need more,
+/// which [`check_secret_len`] enforces once the issuer's algorithms are known.
 const MIN_HMAC_SECRET_BYTES: usize = 32;
 
 fn hmac_key(secret: Vec<u8>, kid: Option<String>) -> Result<Key, String> {
@@ -516,6 +579,7 @@ fn hmac_key(secret: Vec<u8>, kid: Option<String>) -> Result<Key, String> {
         kid,
         key_type: KeyType::Hmac,
         alg: None,
+        secret_len: Some(secret.len()),
         decoding: DecodingKey::from_secret(&secret),
     })
 }
@@ -561,6 +625,7 @@ fn load_pem(path: &Path, kid: Option<String>) -> Result<Key, KeyError> {
         kid,
         key_type,
         alg: None,
+        secret_len: None,
         decoding,
     })
 }
@@ -701,6 +766,7 @@ fn parse_jwk(jwk: &Value) -> Result<Option<Key>, String> {
         kid,
         key_type,
         alg,
+        secret_len: None,
         decoding,
     }))
 }

@@ -849,6 +849,60 @@ fn short_hmac_secret_rejected() {
     assert_message_contains(&err, "16 bytes; use at least 32");
 }
 
+#[test]
+fn hmac_secret_shorter_than_hs512_hash_rejected() {
+    let toml = format!(
+        "[[issuer]]\nname = \"hmac\"\nissuer = \"{ISS}\"\nalgorithms = [\"HS256\", \"HS512\"]\n\
+         keys = [{{ secret_file = \"secret.txt\", kid = \"shared\" }}]\n"
+    );
+    let load = |secret: &[u8]| {
+        let (_dir, config) = write_config(&toml, &[("secret.txt", secret)]);
+        Verifier::from_config(&config)
+    };
+
+    let err = load_error(load(&[b'k'; 32]));
+    assert_message_contains(&err, "issuer `hmac`");
+    assert_message_contains(&err, "key `shared`");
+    assert_message_contains(&err, "secret.txt");
+    assert_message_contains(&err, "has 32 bytes, but HS512 needs at least 64");
+    assert!(load(&[b'k'; 63]).is_err());
+    assert!(load(&[b'k'; 64]).is_ok());
+}
+
+#[test]
+fn hmac_secret_sized_for_largest_allowed_hash() {
+    let cases: [(&str, usize, bool); 6] = [
+        (r#"["HS256"]"#, 32, true),
+        (r#"["HS384"]"#, 47, false),
+        (r#"["HS384"]"#, 48, true),
+        (r#"["HS256", "HS384"]"#, 40, false),
+        (r#"["HS384", "HS512"]"#, 48, false),
+        (r#"["RS256", "HS512"]"#, 64, true),
+    ];
+    for (algorithms, len, loads) in cases {
+        let jwks = json!({ "keys": [{ "kty": "oct", "kid": "shared", "k": b64(&vec![7; len]) }] });
+        let result = load_jwks_verifier(algorithms, &jwks);
+        assert_eq!(
+            result.is_ok(),
+            loads,
+            "{len}-byte unpinned oct key with algorithms {algorithms}: {:?}",
+            result.err().map(|err| err.to_string())
+        );
+    }
+}
+
+#[test]
+fn hmac_jwk_pinned_to_hs384_needs_48_bytes() {
+    let jwk = |len: usize| json!({ "keys": [{ "kty": "oct", "kid": "pinned", "alg": "HS384", "k": b64(&vec![7; len]) }] });
+
+    let err = load_error(load_jwks_verifier(r#"["HS256", "HS384"]"#, &jwk(40)));
+    assert_message_contains(&err, "issuer `jwks`");
+    assert_message_contains(&err, "key `pinned`");
+    assert_message_contains(&err, "has 40 bytes, but HS384 needs at least 48");
+    // The pin limits the key to HS384, so HS512 being allowed does not raise its minimum.
+    assert!(load_jwks_verifier(r#"["HS384", "HS512"]"#, &jwk(48)).is_ok());
+}
+
 // RFC 7515 appendix A and RFC 7517 appendix A vectors from the external corpus. Expected
 // values come from the vector files, which transcribe the RFCs.
 

@@ -7,7 +7,7 @@ mod links;
 pub mod regions;
 pub mod schema_types;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -178,34 +178,104 @@ fn read_text(path: &Path, files: &mut FileList) -> Result<String, Diagnostic> {
     Ok(text)
 }
 
+/// Maximum folder nesting below a policies or entities folder. Each real folder is read
+/// once, so symlink loops end without this bound. It is a second guard, because a real
+/// bundle nested this deep most likely has a symlink that leads somewhere unintended.
+const MAX_FOLDER_DEPTH: usize = 16;
+
 /// Lists the files under `dir` with the given extension, recursively, in a stable order.
-/// Hidden files and folders (editor swap files, Kubernetes `..data`) are skipped, because
-/// a ConfigMap mount reaches the same files through visible symlinks.
+///
+/// Symlinks are followed, because a Kubernetes ConfigMap mount is made of them
+/// (`x.cedar -> ..data/x.cedar`, `..data -> ..2024_01_01_...`). Hidden files and folders
+/// (editor swap files, `..data`) are skipped by name, since the visible symlinks reach the
+/// same files. Each real folder is read once and each real file is listed once, so links
+/// to a parent folder or several links to one file neither loop nor duplicate policies.
 fn list_files(dir: &Path, extension: &str) -> Result<Vec<PathBuf>, Diagnostic> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(current) = pending.pop() {
-        let entries = std::fs::read_dir(&current).map_err(|err| {
-            Diagnostic::error(Some(&current), format!("failed to read folder: {err}"))
-        })?;
-        for entry in entries {
-            let entry = entry.map_err(|err| {
-                Diagnostic::error(Some(&current), format!("failed to read folder: {err}"))
-            })?;
-            let path = entry.path();
-            let hidden = entry.file_name().to_string_lossy().starts_with('.');
-            if hidden {
-                continue;
-            }
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|ext| ext == extension) {
-                found.push(path);
+    let mut seen_folders = HashSet::new();
+    // The real path of each file found, with the path it is listed under.
+    let mut files: HashMap<PathBuf, WalkStep> = HashMap::new();
+
+    // Folders are read in `WalkStep` order, and each file keeps the smallest step that
+    // reaches it. A file is thus listed under its symlink-free path when that lies inside
+    // `dir`, else under its shortest path through symlinks. So adding a link to a file
+    // inside `dir` never changes the file's policy IDs.
+    let mut pending = BTreeSet::from([WalkStep {
+        via_link: false,
+        depth: 0,
+        path: dir.to_owned(),
+    }]);
+    while let Some(folder) = pending.pop_first() {
+        let real =
+            std::fs::canonicalize(&folder.path).map_err(|err| folder_error(&folder.path, &err))?;
+        if !seen_folders.insert(real) {
+            continue;
+        }
+        if folder.depth > MAX_FOLDER_DEPTH {
+            return Err(too_deep(dir, &folder.path));
+        }
+
+        for entry in visible_entries(&folder.path)? {
+            let is_link = entry.file_type().is_ok_and(|kind| kind.is_symlink());
+            let step = WalkStep {
+                via_link: folder.via_link || is_link,
+                depth: folder.depth + 1,
+                path: entry.path(),
+            };
+            // A broken symlink has no metadata and so counts as a file. A matching one is
+            // listed, and reading it reports the missing target.
+            if std::fs::metadata(&step.path).is_ok_and(|metadata| metadata.is_dir()) {
+                pending.insert(step);
+            } else if step.path.extension().is_some_and(|ext| ext == extension) {
+                let real = std::fs::canonicalize(&step.path).unwrap_or_else(|_| step.path.clone());
+                if files.get(&real).is_none_or(|listed| step < *listed) {
+                    files.insert(real, step);
+                }
             }
         }
     }
+    let mut found: Vec<PathBuf> = files.into_values().map(|step| step.path).collect();
     found.sort();
     Ok(found)
+}
+
+/// A folder or file reached while listing files. The derived order, field by field, is
+/// the walk's preference: no symlink on the way first, then fewer levels, then the path.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct WalkStep {
+    /// Whether the path passes through a symlink below the listed folder.
+    via_link: bool,
+    /// Levels below the listed folder.
+    depth: usize,
+    path: PathBuf,
+}
+
+/// Returns the entries of `folder` whose names do not start with `.`.
+fn visible_entries(folder: &Path) -> Result<Vec<std::fs::DirEntry>, Diagnostic> {
+    let mut visible = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(|err| folder_error(folder, &err))? {
+        let entry = entry.map_err(|err| folder_error(folder, &err))?;
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            visible.push(entry);
+        }
+    }
+    Ok(visible)
+}
+
+fn folder_error(folder: &Path, err: &std::io::Error) -> Diagnostic {
+    Diagnostic::error(Some(folder), format!("failed to read folder: {err}"))
+}
+
+fn too_deep(root: &Path, folder: &Path) -> Diagnostic {
+    Diagnostic::error(
+        Some(folder),
+        format!(
+            "folder is nested more than {MAX_FOLDER_DEPTH} levels below `{}`",
+            root.display()
+        ),
+    )
+    .with_help(Some(format!(
+        "keep the files within {MAX_FOLDER_DEPTH} folder levels, and check for a symlink that leads outside the bundle"
+    )))
 }
 
 fn load_schema(
