@@ -34,12 +34,24 @@ pub enum TokenError {
     UnknownKey(String),
     #[error("signature does not verify with the issuer's key")]
     BadSignature,
-    #[error("token expired at {exp} (unix seconds), leeway {leeway} s")]
+    #[error("token expired at {}, leeway {leeway} s", describe_time(*.exp))]
     Expired { exp: f64, leeway: u64 },
-    #[error("token is not valid before {nbf} (unix seconds), leeway {leeway} s")]
+    #[error("token is not valid before {}, leeway {leeway} s", describe_time(*.nbf))]
     NotYetValid { nbf: f64, leeway: u64 },
     #[error("{0}")]
     BadAudience(String),
+}
+
+/// Writes a NumericDate as seconds with its RFC 3339 time, or as a short number when it
+/// is out of the range of dates.
+fn describe_time(seconds: f64) -> String {
+    let whole = seconds.floor();
+    if whole.abs() < 1e15
+        && let Ok(time) = jiff::Timestamp::from_second(whole as i64)
+    {
+        return format!("{seconds} ({time})");
+    }
+    format!("{seconds:.3e}")
 }
 
 impl TokenError {
@@ -411,7 +423,15 @@ fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<()
             ));
         }
         Some(Value::String(aud)) => vec![aud.as_str()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+        Some(Value::Array(items)) => {
+            let strings: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            if strings.len() != items.len() {
+                return Err(TokenError::Malformed(
+                    "`aud` array holds a value that is not a string".into(),
+                ));
+            }
+            strings
+        }
         Some(_) => {
             return Err(TokenError::Malformed(
                 "`aud` is neither a string nor an array of strings".into(),

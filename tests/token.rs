@@ -1026,3 +1026,21 @@ fn rfc7517_a1_public_keys_load() {
     let err = verify(&verifier, &es256).unwrap_err();
     assert_reason(&err, "unknown_key");
 }
+
+#[test]
+fn aud_array_with_non_string_malformed() {
+    let verifier = main_verifier();
+    let claims = claims_with("aud", json!([1, AUDIENCE]));
+    let err = verify(&verifier, &token(Algorithm::ES256, &claims)).unwrap_err();
+    assert_reason(&err, "malformed");
+    assert_message_contains(&err, "not a string");
+}
+
+#[test]
+fn out_of_range_exp_message_short() {
+    let verifier = main_verifier();
+    let claims = claims_with("exp", json!(-1e308));
+    let err = verify(&verifier, &token(Algorithm::ES256, &claims)).unwrap_err();
+    assert_reason(&err, "expired");
+    assert!(err.to_string().len() < 100, "message too long: {err}");
+}
