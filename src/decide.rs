@@ -246,12 +246,33 @@ impl Pdp {
             };
             return Answer::refused(DenyKind::Unavailable, error, request_id);
         };
-        let revision = snapshot.bundle.revision.clone();
-        let with_revision = |mut answer: Answer| {
-            answer.revision = Some(revision.clone());
-            answer
-        };
 
+        let mut answer = match self.evaluate(snapshot, credential, body, meta, log) {
+            Ok(evaluation) => Answer {
+                decision: if evaluation.allowed { "allow" } else { "deny" },
+                policies: evaluation.policies,
+                errors: evaluation.errors,
+                deny: evaluation.deny_kind,
+                reasons: evaluation.reasons,
+                error: None,
+                revision: None,
+                request_id,
+            },
+            Err((kind, error)) => Answer::refused(kind, error, request_id),
+        };
+        answer.revision = Some(snapshot.bundle.revision.clone());
+        answer
+    }
+
+    /// Runs the stages on one snapshot: credential, body, mapping, engine.
+    fn evaluate(
+        &self,
+        snapshot: &Snapshot,
+        credential: Credential<'_>,
+        body: &[u8],
+        meta: &RequestMeta,
+        log: &mut LogFields,
+    ) -> Result<engine::Evaluation, (DenyKind, AnswerError)> {
         let verified;
         let claims = match credential {
             Credential::TrustedClaims(claims) => claims,
@@ -261,77 +282,43 @@ impl Pdp {
                     message: "send a bearer token in the `Authorization` header".into(),
                     field: None,
                 };
-                return with_revision(Answer::refused(DenyKind::TokenInvalid, error, request_id));
+                return Err((DenyKind::TokenInvalid, error));
             }
-            Credential::Bearer(token) => match self.verify(token, meta) {
-                Ok(token) => {
-                    verified = token;
-                    log.issuer = Some(verified.issuer_name.clone());
-                    &verified.claims
-                }
-                Err(err) => {
-                    return with_revision(Answer::refused(
-                        DenyKind::TokenInvalid,
-                        token_error(&err),
-                        request_id,
-                    ));
-                }
-            },
+            Credential::Bearer(token) => {
+                verified = self
+                    .verify(token, meta)
+                    .map_err(|err| (DenyKind::TokenInvalid, token_error(&err)))?;
+                log.issuer = Some(verified.issuer_name.clone());
+                &verified.claims
+            }
         };
         log.subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
         log.jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
 
-        let input: AuthorizeInput = match parse_body(body) {
-            Ok(input) => input,
-            Err(error) => {
-                return with_revision(Answer::refused(DenyKind::RequestInvalid, error, request_id));
-            }
-        };
+        let input = parse_body(body).map_err(|error| (DenyKind::RequestInvalid, error))?;
         log.action = Some(input.action.clone());
         log.resource = Some(format!(
             "{}::{:?}",
             input.resource.entity_type, input.resource.id
         ));
 
-        let mapped = snapshot.mapping.map(
-            &snapshot.bundle,
-            &self.config.decision.time_zone,
-            claims,
-            meta,
-            &input,
-        );
-        let evaluation = mapped.and_then(|mapped| {
-            log.principal = Some(
-                mapped
-                    .request
-                    .principal()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
-            );
-            engine::evaluate(
+        let mapped = snapshot
+            .mapping
+            .map(
                 &snapshot.bundle,
-                mapped,
-                self.config.decision.on_forbid_error,
+                &self.config.decision.time_zone,
+                claims,
+                meta,
+                &input,
             )
-        });
-        let evaluation = match evaluation {
-            Ok(evaluation) => evaluation,
-            Err(err) => {
-                let (kind, error) = mapping_error(err);
-                return with_revision(Answer::refused(kind, error, request_id));
-            }
-        };
-
-        with_revision(Answer {
-            decision: if evaluation.allowed { "allow" } else { "deny" },
-            policies: evaluation.policies,
-            errors: evaluation.errors,
-            deny: evaluation.deny_kind,
-            reasons: evaluation.reasons,
-            error: None,
-            revision: None,
-            request_id,
-        })
+            .map_err(mapping_error)?;
+        log.principal = mapped.request.principal().map(ToString::to_string);
+        engine::evaluate(
+            &snapshot.bundle,
+            mapped,
+            self.config.decision.on_forbid_error,
+        )
+        .map_err(mapping_error)
     }
 
     fn verify(

@@ -397,20 +397,7 @@ fn add_policy_file(
 
     let mut search_from = 0;
     for (position, item) in items {
-        let (effect, annotated, reason, source) = match &item {
-            PolicyItem::Policy(p) => (
-                p.effect(),
-                p.annotation("id").map(str::to_owned),
-                p.annotation("reason").map(str::to_owned),
-                p.to_string(),
-            ),
-            PolicyItem::Template(t) => (
-                t.effect(),
-                t.annotation("id").map(str::to_owned),
-                t.annotation("reason").map(str::to_owned),
-                t.to_string(),
-            ),
-        };
+        let source = item.source();
         let offset = text
             .get(search_from..)
             .and_then(|rest| rest.find(source.as_str()))
@@ -418,30 +405,18 @@ fn add_policy_file(
         search_from = offset + source.len().min(text.len().saturating_sub(offset));
         let line = text.get(..offset).unwrap_or_default().matches('\n').count() + 1;
 
-        let id = match (ids, annotated) {
-            (PolicyIds::Annotated, Some(id)) => id,
+        let id = match (ids, item.annotation("id")) {
+            (PolicyIds::Annotated, Some(id)) => id.to_owned(),
             (PolicyIds::Annotated, None) => format!("{}#{position}", relative.display()),
             (PolicyIds::Positional, _) => format!("policy{position}"),
         };
         let id = PolicyId::new(id);
         if let Some(previous) = info.get(&id) {
-            let PolicyInfo {
-                file,
-                line: other_line,
-                ..
-            } = previous;
-            let mut diagnostic = Diagnostic::error(
-                Some(path),
-                format!(
-                    "duplicate policy ID `{id}`: also used at {}:{other_line}",
-                    file.display()
-                ),
-            )
-            .with_help(Some("give each policy a unique `@id`".into()));
-            diagnostic.place(text, offset, 1);
-            diagnostics.push(diagnostic);
+            diagnostics.push(duplicate_id(&id, previous, path, text, offset));
             continue;
         }
+        let effect = item.effect();
+        let reason = item.annotation("reason").map(str::to_owned);
         let added = match item {
             PolicyItem::Policy(p) => set.add(p.new_id(id.clone())),
             PolicyItem::Template(t) => set.add_template(t.new_id(id.clone())),
@@ -467,6 +442,50 @@ fn add_policy_file(
 enum PolicyItem {
     Policy(cedar_policy::Policy),
     Template(cedar_policy::Template),
+}
+
+impl PolicyItem {
+    fn effect(&self) -> Effect {
+        match self {
+            Self::Policy(policy) => policy.effect(),
+            Self::Template(template) => template.effect(),
+        }
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        match self {
+            Self::Policy(policy) => policy.annotation(key),
+            Self::Template(template) => template.annotation(key),
+        }
+    }
+
+    /// Returns the policy's own source text, as Cedar keeps it from parsing.
+    fn source(&self) -> String {
+        match self {
+            Self::Policy(policy) => policy.to_string(),
+            Self::Template(template) => template.to_string(),
+        }
+    }
+}
+
+fn duplicate_id(
+    id: &PolicyId,
+    previous: &PolicyInfo,
+    path: &Path,
+    text: &str,
+    offset: usize,
+) -> Diagnostic {
+    let mut diagnostic = Diagnostic::error(
+        Some(path),
+        format!(
+            "duplicate policy ID `{id}`: also used at {}:{}",
+            previous.file.display(),
+            previous.line
+        ),
+    )
+    .with_help(Some("give each policy a unique `@id`".into()));
+    diagnostic.place(text, offset, 1);
+    diagnostic
 }
 
 /// Reads `n` from Cedar's parser-assigned ID `policy<n>`.

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use serde_json::json;
 
 use super::{ConfigArgs, EXIT_ERROR};
-use crate::bundle::Severity;
+use crate::bundle::{Diagnostic, Severity};
 use crate::decide::load_snapshot;
 
 #[derive(Debug, Args)]
@@ -75,31 +75,16 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     let warnings = diagnostics.len() - errors;
     let valid = errors == 0 && !(args.deny_warnings && warnings > 0);
 
+    let revision = snapshot.as_ref().map(|s| s.bundle.revision.as_str());
+    let policies = snapshot.as_ref().map_or(0, |s| s.bundle.policy_info.len());
     match args.format {
-        Format::Text => {
-            for diagnostic in &diagnostics {
-                eprintln!("{}\n", diagnostic.render());
-            }
-            match (&snapshot, valid) {
-                (Some(snapshot), true) => println!(
-                    "valid: {}, revision {} ({})",
-                    plural(snapshot.bundle.policy_info.len(), "policy"),
-                    snapshot.bundle.revision,
-                    plural(warnings, "warning")
-                ),
-                _ => eprintln!(
-                    "invalid: {} and {}",
-                    plural(errors, "error"),
-                    plural(warnings, "warning")
-                ),
-            }
-        }
+        Format::Text => print_text(&diagnostics, valid, revision, policies),
         Format::Json => {
             let output = json!({
                 "valid": valid,
                 "errors": errors,
                 "warnings": warnings,
-                "revision": snapshot.as_ref().map(|s| s.bundle.revision.clone()),
+                "revision": revision,
                 "diagnostics": diagnostics,
             });
             println!("{output:#}");
@@ -109,6 +94,25 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_ERROR)
+    }
+}
+
+/// Prints the diagnostics and a summary line for a terminal.
+fn print_text(diagnostics: &[Diagnostic], valid: bool, revision: Option<&str>, policies: usize) {
+    for diagnostic in diagnostics {
+        eprintln!("{}\n", diagnostic.render());
+    }
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = plural(diagnostics.len() - errors, "warning");
+    match (revision, valid) {
+        (Some(revision), true) => println!(
+            "valid: {}, revision {revision} ({warnings})",
+            plural(policies, "policy")
+        ),
+        _ => eprintln!("invalid: {} and {warnings}", plural(errors, "error")),
     }
 }
 
