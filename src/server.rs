@@ -11,6 +11,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt as _;
 
 use tokio::net::TcpListener;
@@ -96,8 +97,9 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
 /// the configured shutdown timeout. The watcher stops with the server.
 ///
 /// Connections are served with hyper directly rather than `axum::serve`, because that
-/// sets no limits: here a connection must send a complete request head within
-/// `request_timeout_ms` (which also closes idle keep-alive connections), and at most
+/// sets no limits. Here a connection must send a complete request head within
+/// `request_timeout_ms`, which also closes idle keep-alive connections. A response write
+/// that the client does not take within the same time closes the connection. At most
 /// `max_connections` are open at once, so slow or idle clients cannot exhaust the
 /// server's file descriptors.
 pub async fn run(
@@ -122,6 +124,7 @@ pub async fn run(
     let app = crate::http::app(Arc::clone(&pdp));
     let connections = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
+    let write_timeout = server.request_timeout;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -153,7 +156,11 @@ pub async fn run(
             request.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(request.map(axum::body::Body::new))
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        // A client that stops reading its responses would block a write forever.
+        let mut stream = TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(write_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let connection = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, %peer, "connection ended with an error");

@@ -275,3 +275,44 @@ async fn declared_oversize_body_refused_at_once() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn unread_responses_free_connection() {
+    let (_dir, config) =
+        common::default_bundle_copy("request_timeout_ms = 500\nmax_connections = 1");
+    let server = common::TestServer::start(config).await;
+    let addr = server.addr;
+
+    // Pipeline requests whose 404 answers repeat a long path, and never read them, so
+    // the server's writes stall once the socket buffers are full.
+    let writer = std::thread::spawn(move || {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let request = format!("GET /{} HTTP/1.1\r\nHost: test\r\n\r\n", "a".repeat(30_000));
+        for _ in 0..2_000 {
+            if stream.write_all(request.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = std::time::Instant::now();
+    let response = server
+        .client
+        .get(server.url("/healthz"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "served after {:?}",
+        started.elapsed()
+    );
+    writer.join().unwrap();
+    server.stop().await;
+}
