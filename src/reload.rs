@@ -82,23 +82,38 @@ pub async fn watch(pdp: Arc<Pdp>, shutdown: CancellationToken) -> notify::Result
     // event, so one reload runs now to catch up with the files on disk.
     let _ = catch_up.try_send(());
     drop(catch_up);
-    let mut hangup = hangup_signal();
     let debounce = pdp.config.bundle.debounce;
 
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(()) = events.recv() => {}
-            Some(()) = recv_signal(&mut hangup) => tracing::info!("SIGHUP received; reloading"),
         }
         settle(&mut events, debounce).await;
-        let pdp = Arc::clone(&pdp);
-        if let Err(err) = tokio::task::spawn_blocking(move || reload_once(&pdp)).await {
-            tracing::error!(error = %err, "reload task failed");
-        }
+        reload_in_background(&pdp).await;
     }
     drop(watcher);
     Ok(())
+}
+
+/// Reloads on every `SIGHUP` until `shutdown` is cancelled, whether or not the watcher
+/// runs. Takes the signal listener, so that it is installed before the server listens:
+/// an unhandled `SIGHUP` would end the process.
+pub async fn reload_on_hangup(pdp: Arc<Pdp>, mut hangup: Hangup, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(()) = recv_signal(&mut hangup) => tracing::info!("SIGHUP received; reloading"),
+        }
+        reload_in_background(&pdp).await;
+    }
+}
+
+async fn reload_in_background(pdp: &Arc<Pdp>) {
+    let pdp = Arc::clone(pdp);
+    if let Err(err) = tokio::task::spawn_blocking(move || reload_once(&pdp)).await {
+        tracing::error!(error = %err, "reload task failed");
+    }
 }
 
 /// Waits until no event has arrived for `debounce`, so a burst causes one reload.
@@ -127,20 +142,22 @@ fn watch_targets(pdp: &Pdp) -> Vec<(PathBuf, RecursiveMode)> {
     targets
 }
 
+/// A listener for `SIGHUP`, if the platform has the signal and the listener could be set up.
 #[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
+pub type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
-type Hangup = Option<()>;
+pub type Hangup = Option<()>;
 
+/// Installs the `SIGHUP` listener.
 #[cfg(unix)]
-fn hangup_signal() -> Hangup {
+pub fn hangup_signal() -> Hangup {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|err| tracing::warn!(error = %err, "cannot listen for SIGHUP"))
         .ok()
 }
 
 #[cfg(not(unix))]
-fn hangup_signal() -> Hangup {
+pub fn hangup_signal() -> Hangup {
     None
 }
 

@@ -107,6 +107,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    let hangup = tokio::spawn(crate::reload::reload_on_hangup(
+        Arc::clone(&pdp),
+        crate::reload::hangup_signal(),
+        shutdown.clone(),
+    ));
     let watcher = pdp.config.bundle.watch.then(|| {
         let pdp = Arc::clone(&pdp);
         let shutdown = shutdown.clone();
@@ -178,12 +183,25 @@ pub async fn run(
         }
     }
     shutdown.cancel();
-    if let Some(watcher) = watcher {
-        let _ = watcher.await;
+    // A reload in progress finishes on its own; stopping does not wait for it for long.
+    let background = async {
+        let _ = hangup.await;
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
+    };
+    if tokio::time::timeout(BACKGROUND_STOP_LIMIT, background)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a reload was still running at shutdown");
     }
     tracing::info!("server stopped");
     Ok(())
 }
+
+/// How long stopping waits for the watcher and the `SIGHUP` task to end.
+const BACKGROUND_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// Pause after a failed `accept`, such as one for lack of file descriptors.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);

@@ -554,3 +554,55 @@ async fn serve_logs_decisions_and_stops_cleanly() {
     assert_eq!(log["request_id"], answer["request_id"], "{log:#}");
     assert_eq!(log["revision"], answer["revision"], "{log:#}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_without_watcher() {
+    let dir = repo_copy();
+    edit(
+        dir.path(),
+        "cedargate.toml",
+        "watch = true",
+        "watch = false",
+    );
+    let address = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = cedargate(dir.path())
+        .args(["serve", "--listen", &address.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server { child };
+    let client = reqwest::Client::new();
+    wait_until_ready(&mut server, &client, address).await;
+    let revision = |client: reqwest::Client| async move {
+        let status: Value = client
+            .get(format!("http://{address}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status["bundle"]["revision"].clone()
+    };
+    let before = revision(client.clone()).await;
+
+    std::fs::remove_file(dir.path().join("policies/legal-hold.cedar")).unwrap();
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(status.success());
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert!(
+            server.child.try_wait().unwrap().is_none(),
+            "server exited on SIGHUP"
+        );
+        if revision(client.clone()).await != before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reload within 5 s of SIGHUP");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(terminate(&mut server, Duration::from_secs(5)), Some(0));
+}

@@ -32,7 +32,10 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(serve(config)) {
+    let result = runtime.block_on(serve(config));
+    // A reload stuck on a file must not keep the process alive after the server stopped.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Bundle(diagnostics)) => {
             for diagnostic in &diagnostics {
