@@ -577,10 +577,18 @@ fn hmac_hash_len(alg: Algorithm) -> Option<usize> {
 }
 
 fn read_file(path: &Path) -> Result<String, KeyError> {
-    std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+    let read_error = |source| KeyError::Read {
         path: path.to_owned(),
         source,
-    })
+    };
+    // A FIFO or device would block or never end; key files are regular files.
+    if !std::fs::metadata(path).map_err(read_error)?.is_file() {
+        return Err(KeyError::Invalid {
+            path: path.to_owned(),
+            message: "not a regular file".into(),
+        });
+    }
+    std::fs::read_to_string(path).map_err(read_error)
 }
 
 /// RFC 7518 section 3.2 requires an HMAC key at least as long as the hash output; 32 bytes

@@ -260,3 +260,33 @@ fn folder_nested_at_depth_bound_loads() {
     let bundle = loaded(load_in_time(&config.bundle));
     assert_eq!(policy_ids(&bundle), expected);
 }
+
+#[test]
+fn special_files_rejected_not_read() {
+    let cases: [(&str, fn(&Path)); 2] = [
+        ("fifo.cedar", |path| {
+            let status = std::process::Command::new("mkfifo")
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "mkfifo failed");
+        }),
+        ("zero.cedar", |path| symlink("/dev/zero", path).unwrap()),
+    ];
+    for (name, make) in cases {
+        let (dir, config) = default_bundle_copy("");
+        let path = dir.path().join("policies").join(name);
+        make(&path);
+
+        let outcome = load_in_time(&config.bundle);
+        assert!(outcome.bundle.is_none(), "{name}: loaded");
+        let errors: Vec<_> = outcome.errors().collect();
+        assert_eq!(errors.len(), 1, "{name}: {errors:?}");
+        assert_eq!(errors[0].file.as_deref(), Some(path.as_path()), "{name}");
+        assert!(
+            errors[0].message.contains("not a regular file"),
+            "{name}: {}",
+            errors[0].message
+        );
+    }
+}

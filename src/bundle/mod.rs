@@ -163,6 +163,16 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
 type FileList = Vec<(PathBuf, Vec<u8>)>;
 
 fn read_text(path: &Path, files: &mut FileList) -> Result<String, Diagnostic> {
+    // Reading a FIFO blocks until a writer comes, and a device such as `/dev/zero` never
+    // ends, so only regular files (or symlinks to them) are read.
+    let metadata = std::fs::metadata(path)
+        .map_err(|err| Diagnostic::error(Some(path), format!("failed to read file: {err}")))?;
+    if !metadata.is_file() {
+        return Err(Diagnostic::error(
+            Some(path),
+            "not a regular file (a folder, FIFO, socket or device); bundle files must be regular files",
+        ));
+    }
     let bytes = std::fs::read(path)
         .map_err(|err| Diagnostic::error(Some(path), format!("failed to read file: {err}")))?;
     let text = String::from_utf8(bytes.clone()).map_err(|err| {
