@@ -261,9 +261,12 @@ fn folder_nested_at_depth_bound_loads() {
     assert_eq!(policy_ids(&bundle), expected);
 }
 
+/// Creates a special file at the given path.
+type MakeFile = fn(&Path);
+
 #[test]
 fn special_files_rejected_not_read() {
-    let cases: [(&str, fn(&Path)); 2] = [
+    let cases: [(&str, MakeFile); 2] = [
         ("fifo.cedar", |path| {
             let status = std::process::Command::new("mkfifo")
                 .arg(path)
