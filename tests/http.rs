@@ -771,6 +771,28 @@ async fn duplicate_body_field_rejected() {
 }
 
 #[tokio::test]
+async fn duplicate_context_key_rejected() {
+    let (_dir, server) = start_at("", business_hours()).await;
+    let bodies: [&[u8]; 2] = [
+        br#"{"action":"read","resource":{"type":"Crm::Customer","id":"c-1001"},"context":{"purpose":"x","purpose":"support"}}"#,
+        br#"{"action":"read","resource":{"type":"Crm::Customer","id":"c-1001"},"context":{"purpose":{"a":1,"a":2}}}"#,
+    ];
+    for body in bodies {
+        let (status, answer) = authorize_raw(&server, &sales_token(), body.to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(answer["error"]["field"], "context", "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("duplicate key"),
+            "{answer}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn refusals_carry_revision() {
     let (_dir, server) = start_at("max_body_bytes = 64", business_hours()).await;
     let (_, ready) = get(&server, "/readyz").await;
