@@ -780,7 +780,8 @@ async fn duplicate_context_key_rejected() {
     for body in bodies {
         let (status, answer) = authorize_raw(&server, &sales_token(), body.to_vec()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-        assert_eq!(answer["error"]["field"], "context", "{answer}");
+        let field = answer["error"]["field"].as_str().unwrap();
+        assert!(field.starts_with("context"), "{answer}");
         assert!(
             answer["error"]["message"]
                 .as_str()
