@@ -250,9 +250,15 @@ fn default_request_timeout_ms() -> u64 {
 fn default_forwarded_header() -> ForwardedHeader {
     ForwardedHeader::XForwardedFor
 }
+/// Below the common default limit of 1024 open files per process, leaving room for the
+/// bundle's files, the listener and the watcher.
 fn default_max_connections() -> usize {
-    1024
+    512
 }
+
+/// Upper bound for `server.max_connections`: far above what one process serves, and
+/// small enough for tokio's semaphore.
+const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
 fn default_shutdown_timeout_ms() -> u64 {
     10_000
 }
@@ -460,8 +466,10 @@ fn validate_server(raw: RawServer, problems: &mut Vec<String>) -> ServerConfig {
     if raw.max_body_bytes == 0 {
         problems.push("server.max_body_bytes: must be at least 1".to_owned());
     }
-    if raw.max_connections == 0 {
-        problems.push("server.max_connections: must be at least 1".to_owned());
+    if raw.max_connections == 0 || raw.max_connections > MAX_CONNECTIONS_LIMIT {
+        problems.push(format!(
+            "server.max_connections: must be from 1 to {MAX_CONNECTIONS_LIMIT}, and below the open-file limit (`ulimit -n`)"
+        ));
     }
     if raw.request_timeout_ms == 0 {
         problems.push("server.request_timeout_ms: must be at least 1".to_owned());

@@ -21,6 +21,10 @@ pub const PRIVATE_KEY_FILE: &str = "dev-private-key.pem";
 pub enum DevKeyError {
     #[error("no development issuer is configured; add an `[[issuer]]` with `development = true`")]
     NoDevelopmentIssuer,
+    #[error(
+        "no development issuer is named `{0}`; `--issuer` takes the `name` of an issuer with `development = true`"
+    )]
+    UnknownDevelopmentIssuer(String),
     #[error("development issuer `{0}` must have exactly one key, a `jwks` file, and allow `ES256`")]
     Shape(String),
     #[error("failed to write development key `{path}`: {source}")]
@@ -141,7 +145,10 @@ pub fn mint(config: &Config, request: &TokenRequest) -> Result<String, DevKeyErr
                 .as_ref()
                 .is_none_or(|name| &issuer.name == name)
         })
-        .ok_or(DevKeyError::NoDevelopmentIssuer)?;
+        .ok_or_else(|| match &request.issuer {
+            Some(name) => DevKeyError::UnknownDevelopmentIssuer(name.clone()),
+            None => DevKeyError::NoDevelopmentIssuer,
+        })?;
     ensure_keys(config)?;
     let jwks_path = jwks_path(issuer)?;
     let private_path = private_key_path(jwks_path);

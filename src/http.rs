@@ -54,9 +54,17 @@ async fn authorize(
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    let meta = request_meta(&pdp, peer, &parts.headers);
+    // Refusals name the client as the decision log knows it: the forwarded address when
+    // a trusted proxy gave a valid one, else the socket peer.
+    let client_ip = meta.as_ref().map_or(peer.ip(), |meta| meta.client_ip);
     let refuse = |status: StatusCode, kind: DenyKind, error: AnswerError| {
-        let answer = pdp.refuse(kind, error, Some(peer.ip()));
+        let answer = pdp.refuse(kind, error, Some(client_ip));
         with_status(status, answer)
+    };
+    let meta = match meta {
+        Ok(meta) => meta,
+        Err(error) => return refuse(StatusCode::BAD_REQUEST, DenyKind::RequestInvalid, error),
     };
 
     // A declared length over the limit is refused at once, before any byte is read.
@@ -94,10 +102,6 @@ async fn authorize(
         }
     };
 
-    let meta = match request_meta(&pdp, peer, &parts.headers) {
-        Ok(meta) => meta,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, DenyKind::RequestInvalid, error),
-    };
     let credential = match bearer_token(&parts.headers) {
         Ok(credential) => credential,
         Err(error) => return refuse(StatusCode::UNAUTHORIZED, DenyKind::TokenInvalid, error),
@@ -120,6 +124,16 @@ fn request_meta(
 ) -> Result<RequestMeta, AnswerError> {
     let header = pdp.config.server.forwarded_header;
     let name = header.name();
+    let trusted = &pdp.config.server.trusted_proxies;
+    // What an untrusted peer sends in the header is never read, so it cannot fail either.
+    if !mapping::is_trusted(peer.ip(), trusted) {
+        return Ok(RequestMeta {
+            client_ip: peer.ip(),
+            time: pdp.now(),
+            method: None,
+            path: None,
+        });
+    }
     let mut lines = Vec::new();
     for value in headers.get_all(name) {
         // Dropping a line that is not ASCII would make the proxy's own address the

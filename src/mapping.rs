@@ -313,7 +313,7 @@ impl Mapping {
                 MappingError::request(
                     "context",
                     format!(
-                        "the caller's context is checked against the `{CALLER_KEY}` record of the action's context type: {}",
+                        "the context (the server's keys and the caller's `{CALLER_KEY}` record) does not match the action's context type: {}",
                         error_chain(&err)
                     ),
                 )
@@ -650,20 +650,22 @@ pub fn client_ip(
     lines: &[&str],
     trusted: &[ipnet::IpNet],
 ) -> Result<IpAddr, MappingError> {
-    let is_trusted = |ip: &IpAddr| {
-        let ip = crate::bundle::regions::canonical(*ip);
-        trusted.iter().any(|net| net.contains(&ip))
-    };
+    let is_trusted = |ip: &IpAddr| is_trusted(*ip, trusted);
     if !is_trusted(&peer) {
         return Ok(peer);
     }
 
-    let elements = lines.iter().flat_map(|line| line.split(','));
     let hops: Vec<&str> = match header {
-        ForwardedHeader::Forwarded => elements
+        ForwardedHeader::Forwarded => lines
+            .iter()
+            .flat_map(|line| split_unquoted(line, ','))
             .map(forwarded_for_param)
             .collect::<Result<Vec<_>, _>>()?,
-        ForwardedHeader::XForwardedFor => elements.map(str::trim).collect(),
+        ForwardedHeader::XForwardedFor => lines
+            .iter()
+            .flat_map(|line| line.split(','))
+            .map(str::trim)
+            .collect(),
     };
 
     let mut client = peer;
@@ -679,19 +681,62 @@ pub fn client_ip(
     Ok(client)
 }
 
+/// Returns whether `ip` is in one of the trusted proxy networks.
+pub fn is_trusted(ip: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    let ip = crate::bundle::regions::canonical(ip);
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
 /// Reads the `for` parameter of one `Forwarded` element.
 fn forwarded_for_param(element: &str) -> Result<&str, MappingError> {
-    element
-        .split(';')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| key.trim().eq_ignore_ascii_case("for"))
-        .map(|(_, value)| value.trim().trim_matches('"'))
-        .ok_or_else(|| {
-            MappingError::request(
-                ForwardedHeader::Forwarded.name(),
-                format!("element `{}` has no `for` parameter", element.trim()),
-            )
-        })
+    let invalid =
+        |message: String| MappingError::request(ForwardedHeader::Forwarded.name(), message);
+    let mut found = None;
+    for pair in split_unquoted(element, ';') {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        if !key.trim().eq_ignore_ascii_case("for") {
+            continue;
+        }
+        // RFC 7239 section 4: a parameter must not occur more than once per element.
+        if found.is_some() {
+            return Err(invalid(format!(
+                "element `{}` repeats `for`",
+                element.trim()
+            )));
+        }
+        found = Some(value.trim().trim_matches('"'));
+    }
+    found.ok_or_else(|| {
+        invalid(format!(
+            "element `{}` has no `for` parameter",
+            element.trim()
+        ))
+    })
+}
+
+/// Splits `text` at `separator`, except inside double-quoted strings (RFC 7230 section
+/// 3.2.6), where a backslash escapes the next character.
+fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (index, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            c if c == separator && !quoted => {
+                parts.push(text.get(start..index).unwrap_or_default());
+                start = index + c.len_utf8();
+            }
+            _ => {}
+        }
+    }
+    parts.push(text.get(start..).unwrap_or_default());
+    parts
 }
 
 /// Parses an address as proxies write it: bare, `v4:port`, `[v6]` or `[v6]:port`.
@@ -766,6 +811,28 @@ mod tests {
         );
         assert!(
             matches!(client, Err(MappingError::Request { field, .. }) if field == "x-forwarded-for")
+        );
+    }
+
+    #[test]
+    fn forwarded_quotes_and_repeats() {
+        let trusted = [net("127.0.0.0/8")];
+        let quoted_comma = client_ip(
+            ip("127.0.0.1"),
+            ForwardedHeader::Forwarded,
+            &["for=192.0.2.60;by=\"a,b\""],
+            &trusted,
+        );
+        assert_eq!(quoted_comma, Ok(ip("192.0.2.60")));
+        let repeated = client_ip(
+            ip("127.0.0.1"),
+            ForwardedHeader::Forwarded,
+            &["for=127.0.0.1;for=198.51.100.7"],
+            &trusted,
+        );
+        assert!(
+            matches!(repeated, Err(MappingError::Request { .. })),
+            "{repeated:?}"
         );
     }
 

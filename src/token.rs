@@ -512,10 +512,13 @@ fn load_source(source: &KeySource, issuer: &str) -> Result<Vec<Key>, KeyError> {
         KeySource::SecretEnv { var, kid } => {
             let value =
                 std::env::var(var).map_err(|_| KeyError::MissingEnv { var: var.clone() })?;
+            // Surrounding whitespace is not part of the secret, as for `secret_file`.
             let key =
-                hmac_key(value.into_bytes(), kid.clone()).map_err(|message| KeyError::Issuer {
-                    issuer: issuer.to_owned(),
-                    message: format!("secret in `{var}`: {message}"),
+                hmac_key(value.trim().as_bytes().to_vec(), kid.clone()).map_err(|message| {
+                    KeyError::Issuer {
+                        issuer: issuer.to_owned(),
+                        message: format!("secret in `{var}`: {message}"),
+                    }
                 })?;
             Ok(vec![key])
         }

@@ -752,6 +752,26 @@ async fn non_ascii_forwarded_for_rejected() {
 }
 
 #[tokio::test]
+async fn untrusted_forwarded_for_never_read() {
+    let (_dir, server) = start_at("", business_hours()).await;
+    let value = reqwest::header::HeaderValue::from_bytes(b"\xff, garbage").unwrap();
+    let response = server
+        .client
+        .post(server.url("/authorize"))
+        .bearer_auth(sales_token())
+        .header("x-forwarded-for", value)
+        .json(&request("read", "c-1001"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["decision"], "allow", "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn duplicate_body_field_rejected() {
     let (_dir, server) = start_at("", business_hours()).await;
     let body =
