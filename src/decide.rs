@@ -119,7 +119,7 @@ impl Answer {
     }
 
     /// Builds a deny that no policy decided: bad token, bad request or no bundle.
-    pub fn refused(kind: DenyKind, error: AnswerError, request_id: String) -> Self {
+    pub fn rejected(kind: DenyKind, error: AnswerError, request_id: String) -> Self {
         Self {
             decision: "deny",
             policies: Vec::new(),
@@ -198,7 +198,7 @@ impl Pdp {
         self.current.store(Some(Arc::new(snapshot)));
     }
 
-    /// Runs the data path for one request. `body` is the JSON request body; `meta` holds
+    /// Runs the data path for one request. `body` is the JSON request body, and `meta` is
     /// what the server vouches for. Every failure is a deny with a reason.
     pub fn decide(&self, credential: Credential<'_>, body: &[u8], meta: &RequestMeta) -> Answer {
         let started = Instant::now();
@@ -217,11 +217,11 @@ impl Pdp {
         answer
     }
 
-    /// Builds and logs a deny for a request refused before the data path could run, such
+    /// Builds and logs a deny for a request rejected before the data path could run, such
     /// as one with an oversized body or a malformed `Authorization` header.
-    pub fn refuse(&self, kind: DenyKind, error: AnswerError, client_ip: Option<IpAddr>) -> Answer {
+    pub fn reject(&self, kind: DenyKind, error: AnswerError, client_ip: Option<IpAddr>) -> Answer {
         let started = Instant::now();
-        let mut answer = Answer::refused(kind, error, uuid::Uuid::new_v4().to_string());
+        let mut answer = Answer::rejected(kind, error, uuid::Uuid::new_v4().to_string());
         answer.revision = self
             .snapshot()
             .map(|snapshot| snapshot.bundle.revision.clone());
@@ -244,7 +244,7 @@ impl Pdp {
                 message: "no valid policy bundle is loaded yet".into(),
                 field: None,
             };
-            return Answer::refused(DenyKind::Unavailable, error, request_id);
+            return Answer::rejected(DenyKind::Unavailable, error, request_id);
         };
 
         let mut answer = match self.evaluate(snapshot, credential, body, meta, log) {
@@ -258,7 +258,7 @@ impl Pdp {
                 revision: None,
                 request_id,
             },
-            Err((kind, error)) => Answer::refused(kind, error, request_id),
+            Err((kind, error)) => Answer::rejected(kind, error, request_id),
         };
         answer.revision = Some(snapshot.bundle.revision.clone());
         answer

@@ -44,7 +44,7 @@ fn panic_response(cause: Box<dyn std::any::Any + Send + 'static>) -> Response {
         message: "internal error; the request was denied".into(),
         field: None,
     };
-    let answer = Answer::refused(DenyKind::Unavailable, error, new_request_id());
+    let answer = Answer::rejected(DenyKind::Unavailable, error, new_request_id());
     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(answer)).into_response()
 }
 
@@ -55,19 +55,19 @@ async fn authorize(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let meta = request_meta(&pdp, peer, &parts.headers);
-    // Refusals name the client as the decision log knows it: the forwarded address when
-    // a trusted proxy gave a valid one, else the socket peer.
+    // Rejections record the client the way decisions do: the forwarded address when a
+    // trusted proxy gave a valid one, else the socket peer.
     let client_ip = meta.as_ref().map_or(peer.ip(), |meta| meta.client_ip);
-    let refuse = |status: StatusCode, kind: DenyKind, error: AnswerError| {
-        let answer = pdp.refuse(kind, error, Some(client_ip));
+    let reject = |status: StatusCode, kind: DenyKind, error: AnswerError| {
+        let answer = pdp.reject(kind, error, Some(client_ip));
         with_status(status, answer)
     };
     let meta = match meta {
         Ok(meta) => meta,
-        Err(error) => return refuse(StatusCode::BAD_REQUEST, DenyKind::RequestInvalid, error),
+        Err(error) => return reject(StatusCode::BAD_REQUEST, DenyKind::RequestInvalid, error),
     };
 
-    // A declared length over the limit is refused at once, before any byte is read.
+    // A declared length over the limit is rejected at once, before any byte is read.
     let limit = pdp.config.server.max_body_bytes;
     let declared = parts
         .headers
@@ -75,7 +75,7 @@ async fn authorize(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return refuse(
+        return reject(
             StatusCode::PAYLOAD_TOO_LARGE,
             DenyKind::RequestInvalid,
             too_large(limit),
@@ -87,7 +87,7 @@ async fn authorize(
             let too_big = std::error::Error::source(&err)
                 .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
             if too_big {
-                return refuse(
+                return reject(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     DenyKind::RequestInvalid,
                     too_large(limit),
@@ -98,13 +98,13 @@ async fn authorize(
                 message: format!("failed to read the request body: {err}"),
                 field: Some("body".into()),
             };
-            return refuse(StatusCode::BAD_REQUEST, DenyKind::RequestInvalid, error);
+            return reject(StatusCode::BAD_REQUEST, DenyKind::RequestInvalid, error);
         }
     };
 
     let credential = match bearer_token(&parts.headers) {
         Ok(credential) => credential,
-        Err(error) => return refuse(StatusCode::UNAUTHORIZED, DenyKind::TokenInvalid, error),
+        Err(error) => return reject(StatusCode::UNAUTHORIZED, DenyKind::TokenInvalid, error),
     };
     answer_response(pdp.decide(credential, &body, &meta))
 }
@@ -250,7 +250,7 @@ fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-fn refusal(
+fn rejection(
     pdp: &Pdp,
     request: &Request,
     status: StatusCode,
@@ -266,7 +266,7 @@ fn refusal(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
-    with_status(status, pdp.refuse(DenyKind::RequestInvalid, error, peer))
+    with_status(status, pdp.reject(DenyKind::RequestInvalid, error, peer))
 }
 
 async fn not_found(State(pdp): State<Arc<Pdp>>, request: Request) -> Response {
@@ -274,7 +274,7 @@ async fn not_found(State(pdp): State<Arc<Pdp>>, request: Request) -> Response {
         "no route `{}`; decisions are at `POST /authorize`",
         request.uri().path()
     );
-    refusal(&pdp, &request, StatusCode::NOT_FOUND, "not_found", message)
+    rejection(&pdp, &request, StatusCode::NOT_FOUND, "not_found", message)
 }
 
 async fn method_not_allowed(State(pdp): State<Arc<Pdp>>, request: Request) -> Response {
@@ -283,7 +283,7 @@ async fn method_not_allowed(State(pdp): State<Arc<Pdp>>, request: Request) -> Re
         request.method(),
         request.uri().path()
     );
-    refusal(
+    rejection(
         &pdp,
         &request,
         StatusCode::METHOD_NOT_ALLOWED,
@@ -309,7 +309,7 @@ async fn limit_time(State(pdp): State<Arc<Pdp>>, request: Request, next: Next) -
             };
             with_status(
                 StatusCode::REQUEST_TIMEOUT,
-                pdp.refuse(DenyKind::RequestInvalid, error, peer),
+                pdp.reject(DenyKind::RequestInvalid, error, peer),
             )
         }
     }

@@ -1,11 +1,11 @@
 //! Token stage: verifies a compact JWS (JWT) against the configured issuers and returns
 //! its claims as JSON values.
 //!
-//! The header and the claims are read here, by hand, as JSON values; jsonwebtoken checks
-//! only the signature (`jsonwebtoken::crypto::verify`). That keeps every decision about
-//! trust in this file: the algorithm must be one the issuer allows and must fit the key
-//! type, keys come only from configuration (never from `jku`, `x5u` or an embedded `jwk`),
-//! `exp` may be fractional and `aud` may be a string or an array.
+//! The header and the claims are read here, by hand, as JSON values, and jsonwebtoken
+//! checks only the signature (`jsonwebtoken::crypto::verify`). That keeps every decision
+//! about trust in this file. The algorithm must be one the issuer allows and must fit the
+//! key type. Keys come only from configuration, never from `jku`, `x5u` or an embedded
+//! `jwk`. `exp` may be fractional, and `aud` may be a string or an array.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -195,7 +195,7 @@ impl Verifier {
         let parsed = parse_compact(token)?;
 
         // The issuer is chosen by `iss` before the signature is checked, but only to pick
-        // which keys, algorithms and audiences apply; nothing else is trusted yet.
+        // which keys, algorithms and audiences apply. Nothing else is trusted yet.
         let iss = match parsed.claims.get("iss") {
             Some(Value::String(iss)) => iss,
             Some(_) => return Err(TokenError::Malformed("`iss` is not a string".into())),

@@ -814,7 +814,7 @@ async fn duplicate_context_key_rejected() {
 }
 
 #[tokio::test]
-async fn refusals_carry_revision() {
+async fn rejections_carry_revision() {
     let (_dir, server) = start_at("max_body_bytes = 64", business_hours()).await;
     let (_, ready) = get(&server, "/readyz").await;
     let revision = ready["revision"].clone();
