@@ -658,7 +658,13 @@ pub fn client_ip(
     let hops: Vec<&str> = match header {
         ForwardedHeader::Forwarded => lines
             .iter()
-            .flat_map(|line| split_unquoted(line, ','))
+            .map(|line| {
+                split_unquoted(line, ',')
+                    .map_err(|message| MappingError::request(header.name(), message))
+            })
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
             .map(forwarded_for_param)
             .collect::<Result<Vec<_>, _>>()?,
         ForwardedHeader::XForwardedFor => lines
@@ -692,10 +698,8 @@ fn forwarded_for_param(element: &str) -> Result<&str, MappingError> {
     let invalid =
         |message: String| MappingError::request(ForwardedHeader::Forwarded.name(), message);
     let mut found = None;
-    for pair in split_unquoted(element, ';') {
-        let Some((key, value)) = pair.split_once('=') else {
-            continue;
-        };
+    for pair in split_unquoted(element, ';').map_err(invalid)? {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         if !key.trim().eq_ignore_ascii_case("for") {
             continue;
         }
@@ -706,7 +710,7 @@ fn forwarded_for_param(element: &str) -> Result<&str, MappingError> {
                 element.trim()
             )));
         }
-        found = Some(value.trim().trim_matches('"'));
+        found = Some(unquote(value.trim()).map_err(invalid)?);
     }
     found.ok_or_else(|| {
         invalid(format!(
@@ -716,9 +720,25 @@ fn forwarded_for_param(element: &str) -> Result<&str, MappingError> {
     })
 }
 
-/// Splits `text` at `separator`, except inside double-quoted strings (RFC 7230 section
-/// 3.2.6), where a backslash escapes the next character.
-fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
+/// Removes the one pair of double quotes around a quoted parameter value; an address
+/// never contains quotes or backslashes, so neither may remain.
+fn unquote(value: &str) -> Result<&str, String> {
+    let inner = match value.strip_prefix('"') {
+        Some(rest) => rest
+            .strip_suffix('"')
+            .ok_or_else(|| format!("`{value}` has an unclosed quote"))?,
+        None => value,
+    };
+    if inner.contains(['"', '\\']) {
+        return Err(format!("`{value}` is not an address"));
+    }
+    Ok(inner)
+}
+
+/// Splits a `Forwarded` header line at `separator`, except inside double-quoted strings
+/// (RFC 7230 section 3.2.6), where a backslash escapes the next character. An unclosed
+/// quote is an error: it would hide whatever a proxy appended after it.
+fn split_unquoted(text: &str, separator: char) -> Result<Vec<&str>, String> {
     let mut parts = Vec::new();
     let mut start = 0;
     let mut quoted = false;
@@ -735,8 +755,11 @@ fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
             _ => {}
         }
     }
+    if quoted || escaped {
+        return Err(format!("`{}` has an unclosed quoted string", text.trim()));
+    }
     parts.push(text.get(start..).unwrap_or_default());
-    parts
+    Ok(parts)
 }
 
 /// Parses an address as proxies write it: bare, `v4:port`, `[v6]` or `[v6]:port`.
@@ -745,8 +768,12 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
         return Some(ip);
     }
     if let Some(rest) = hop.strip_prefix('[') {
-        let (inner, _) = rest.split_once(']')?;
-        return inner.parse().ok();
+        let (inner, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|port| port.parse::<u16>().is_ok());
+        return port_ok.then(|| inner.parse().ok()).flatten();
     }
     let (host, port) = hop.rsplit_once(':')?;
     port.parse::<u16>().ok()?;
@@ -834,6 +861,51 @@ mod tests {
             matches!(repeated, Err(MappingError::Request { .. })),
             "{repeated:?}"
         );
+        let bare_repeat = client_ip(
+            ip("127.0.0.1"),
+            ForwardedHeader::Forwarded,
+            &["for=5.5.5.5;for"],
+            &trusted,
+        );
+        assert!(bare_repeat.is_err(), "{bare_repeat:?}");
+    }
+
+    #[test]
+    fn forwarded_unclosed_quote_rejected() {
+        // A proxy appended its own element after the client's unclosed quote.
+        let trusted = [net("127.0.0.0/8")];
+        for line in [
+            "for=1.2.3.4;by=\", for=6.6.6.6",
+            "for=1.2.3.4;by=\"x\\\", for=6.6.6.6",
+            "for=\"\"5.5.5.5\"\"",
+        ] {
+            let client = client_ip(
+                ip("127.0.0.1"),
+                ForwardedHeader::Forwarded,
+                &[line],
+                &trusted,
+            );
+            assert!(client.is_err(), "{line}: {client:?}");
+        }
+    }
+
+    #[test]
+    fn bracketed_address_trailing_text_rejected() {
+        let trusted = [net("127.0.0.0/8")];
+        for (header, line) in [
+            (ForwardedHeader::XForwardedFor, "[2001:db8::1]junk"),
+            (ForwardedHeader::Forwarded, "for=\"[2001:db8:30::1]junk\""),
+        ] {
+            let client = client_ip(ip("127.0.0.1"), header, &[line], &trusted);
+            assert!(client.is_err(), "{line}: {client:?}");
+        }
+        let with_port = client_ip(
+            ip("127.0.0.1"),
+            ForwardedHeader::XForwardedFor,
+            &["[2001:db8::1]:443"],
+            &trusted,
+        );
+        assert_eq!(with_port, Ok(ip("2001:db8::1")));
     }
 
     #[test]
