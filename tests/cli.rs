@@ -606,3 +606,32 @@ async fn sighup_reloads_without_watcher() {
     }
     assert_eq!(terminate(&mut server, Duration::from_secs(5)), Some(0));
 }
+
+#[test]
+fn revision_independent_of_config_spelling() {
+    let dir = repo_copy();
+    let absolute = dir.path().join("cedargate.toml");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let revision = |output: Output| {
+        let json: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        json["revision"].as_str().unwrap().to_owned()
+    };
+
+    let plain = revision(run(dir.path(), &["validate", "--format", "json"]));
+    let dotted = revision(run(
+        dir.path(),
+        &["validate", "--format", "json", "-c", "./cedargate.toml"],
+    ));
+    let from_elsewhere = revision(run(
+        elsewhere.path(),
+        &[
+            "validate",
+            "--format",
+            "json",
+            "-c",
+            absolute.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(plain, dotted);
+    assert_eq!(plain, from_elsewhere);
+}

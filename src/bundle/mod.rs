@@ -639,13 +639,21 @@ fn nth_uid_offset(text: &str, index: usize) -> Option<usize> {
         .map(|(offset, _)| offset)
 }
 
-/// Hashes paths and contents in a stable order.
+/// Hashes paths and contents in a stable order. Paths are taken relative to the folder
+/// that holds all the bundle's files, so the revision does not depend on how the config
+/// path was written (`cedargate.toml`, `./cedargate.toml` or an absolute path).
 fn revision_of(files: &FileList) -> String {
-    let mut sorted: Vec<&(PathBuf, Vec<u8>)> = files.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let base = common_folder(files.iter().map(|(path, _)| path.as_path()));
+    let mut sorted: Vec<(String, &[u8])> = files
+        .iter()
+        .map(|(path, bytes)| {
+            let relative = path.strip_prefix(&base).unwrap_or(path);
+            (relative.to_string_lossy().into_owned(), bytes.as_slice())
+        })
+        .collect();
+    sorted.sort();
     let mut hasher = Sha256::new();
-    for (path, bytes) in sorted {
-        let name = path.to_string_lossy();
+    for (name, bytes) in sorted {
         hasher.update((name.len() as u64).to_le_bytes());
         hasher.update(name.as_bytes());
         hasher.update((bytes.len() as u64).to_le_bytes());
@@ -657,4 +665,24 @@ fn revision_of(files: &FileList) -> String {
         .take(8)
         .map(|byte| format!("{byte:02x}"))
         .collect()
+}
+
+/// Returns the longest folder path that every path starts with.
+fn common_folder<'a>(mut paths: impl Iterator<Item = &'a Path>) -> PathBuf {
+    let Some(first) = paths.next() else {
+        return PathBuf::new();
+    };
+    let mut common: Vec<std::path::Component<'a>> = first
+        .parent()
+        .map(|parent| parent.components().collect())
+        .unwrap_or_default();
+    for path in paths {
+        let shared = common
+            .iter()
+            .zip(path.components())
+            .take_while(|(a, b)| *a == b)
+            .count();
+        common.truncate(shared);
+    }
+    common.iter().collect()
 }
