@@ -1,5 +1,6 @@
 //! The `cedargate` binary: parses the command line, sets up logging and dispatches.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -28,7 +29,9 @@ fn init_logging(server: bool) {
                 .parse()
                 .unwrap_or_default(),
         );
+    // Colours only for a terminal, so that logs redirected to a file stay plain text.
     let operational = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_filter(operational_filter);
 

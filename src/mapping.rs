@@ -78,6 +78,14 @@ fn unique_object<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// Parses a caller context given as text, rejecting duplicate keys as the HTTP API does.
+pub fn parse_context(text: &str) -> Result<Map<String, Value>, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let context = unique_object(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(context)
+}
+
 /// Builds a JSON value like `serde_json::Value` does, but fails on duplicate object keys.
 struct UniqueKeys;
 

@@ -635,3 +635,30 @@ fn revision_independent_of_config_spelling() {
     assert_eq!(plain, dotted);
     assert_eq!(plain, from_elsewhere);
 }
+
+#[test]
+fn authorize_context_duplicate_key_rejected() {
+    let dir = repo_copy();
+    let claims = dir.path().join("claims.json");
+    std::fs::write(&claims, r#"{"sub": "alice", "department": "sales"}"#).unwrap();
+    let output = run(
+        dir.path(),
+        &[
+            "authorize",
+            "--claims",
+            claims.to_str().unwrap(),
+            "--action",
+            "read",
+            "--resource",
+            "Crm::Customer::c-1001",
+            "--context",
+            r#"{"purpose": "a", "purpose": "b"}"#,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("duplicate key"),
+        "{}",
+        describe(&output)
+    );
+}

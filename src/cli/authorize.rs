@@ -150,10 +150,11 @@ fn request_body(args: &AuthorizeArgs) -> Result<Vec<u8>, String> {
     let (Some(action), Some((entity_type, id))) = (&args.action, &args.resource) else {
         return Err("give `--request FILE`, or `--action` and `--resource`".into());
     };
-    let context: Value = match &args.context {
-        Some(text) => {
-            serde_json::from_str(text).map_err(|err| format!("`--context` is not JSON: {err}"))?
-        }
+    let context = match &args.context {
+        Some(text) => Value::Object(
+            crate::mapping::parse_context(text)
+                .map_err(|err| format!("`--context` is not a JSON object: {err}"))?,
+        ),
         None => json!({}),
     };
     let mut body = json!({
