@@ -130,12 +130,23 @@ pub async fn run(
     let connections = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
     let write_timeout = server.request_timeout;
+    let full_warnings = Throttle::default();
+    let timeout_warnings = Arc::new(Throttle::default());
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(server.request_timeout);
 
     loop {
+        if connections.available_permits() == 0 {
+            full_warnings.warn(|skipped| {
+                tracing::warn!(
+                    max_connections = server.max_connections,
+                    skipped,
+                    "all connection slots are in use; new clients wait"
+                );
+            });
+        }
         let permit = tokio::select! {
             permit = Arc::clone(&connections).acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -166,9 +177,16 @@ pub async fn run(
         stream.set_write_timeout(Some(write_timeout));
         let io = TokioIo::new(Box::pin(stream));
         let connection = graceful.watch(builder.serve_connection(io, service));
+        let timeouts = Arc::clone(&timeout_warnings);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
-                tracing::debug!(error = %err, %peer, "connection ended with an error");
+                if is_timeout(&err) {
+                    timeouts.warn(|skipped| {
+                        tracing::warn!(%peer, skipped, "connection closed: no request head sent or no response read in time");
+                    });
+                } else {
+                    tracing::debug!(error = %err, %peer, "connection ended with an error");
+                }
             }
             drop(permit);
         });
@@ -179,7 +197,8 @@ pub async fn run(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(drain_limit) => {
-            tracing::warn!(limit_ms = drain_limit.as_millis(), "shutdown timed out; dropping open connections");
+            let open = pdp.config.server.max_connections.saturating_sub(connections.available_permits());
+            tracing::warn!(limit_ms = drain_limit.as_millis(), open, "shutdown timed out; dropping open connections without an answer");
         }
     }
     shutdown.cancel();
@@ -198,6 +217,52 @@ pub async fn run(
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// Whether a connection ended because of the head-read or write timeout.
+fn is_timeout(err: &hyper::Error) -> bool {
+    if err.is_timeout() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(inner) = source {
+        if inner
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
+}
+
+/// Logs a repeated warning at most once per interval and counts the ones left out, so a
+/// flood of slow clients cannot flood the log.
+#[derive(Default)]
+struct Throttle {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl Throttle {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    /// Calls `log` with the number of warnings skipped since the last one, unless one was
+    /// logged less than the interval ago.
+    fn warn(&self, log: impl FnOnce(u64)) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let (last, skipped) = &mut *state;
+        let due = last.is_none_or(|at| at.elapsed() >= Self::INTERVAL);
+        if due {
+            log(*skipped);
+            *last = Some(std::time::Instant::now());
+            *skipped = 0;
+        } else {
+            *skipped += 1;
+        }
+    }
 }
 
 /// How long stopping waits for the watcher and the `SIGHUP` task to end.
