@@ -538,6 +538,24 @@ keys = [{ pem = "rsa-issuer.pem", kid = "test-rsa" }]
         authorize_with(&server, &sign("rsa-other-private.pem"), &body, &[]).await;
     assert_token_rejected(status, &headers, &answer, "bad_signature");
 
+    // Key confusion on the RS256 issuer: an HS256 token whose HMAC secret is the issuer's
+    // own RSA public key PEM, with and without the RSA key's kid.
+    let public_pem = common::test_key("rsa-public.pem");
+    for kid in [Some("test-rsa"), None] {
+        let header = jsonwebtoken::Header {
+            kid: kid.map(str::to_owned),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        };
+        let forged = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(&public_pem),
+        )
+        .unwrap();
+        let (status, headers, answer) = authorize_with(&server, &forged, &body, &[]).await;
+        assert_token_rejected(status, &headers, &answer, "disallowed_algorithm");
+    }
+
     // The EC issuer next to it keeps working.
     let (status, _, answer) = server.authorize(Some(&sales_token()), &body).await;
     assert_allowed(status, &answer, &[READ_POLICY]);
