@@ -3,7 +3,7 @@
 //!
 //! The principal is built from claims as the config declares, with each value converted
 //! to the type the schema declares for its attribute. The context holds what the server
-//! fills in (client IP, time, region, method, path), for each key the action's context
+//! fills in (client IP, time, region, method, path, issuer), for each key the action's context
 //! type declares, and the caller's own context under `caller`, which can therefore never
 //! override a server-filled key. Every entity UID is built with the Cedar API from a type
 //! and an id, so no claim text is ever parsed as Cedar syntax.
