@@ -2,10 +2,10 @@
 //! into a Cedar request plus the principal entity.
 //!
 //! The principal is built from claims as the config declares, with each value converted
-//! to the type the schema declares for its attribute. The context holds what the server
-//! fills in (client IP, time, region, method, path, issuer), for each key the action's context
-//! type declares, and the caller's own context under `caller`, which can therefore never
-//! override a server-filled key. Every entity UID is built with the Cedar API from a type
+//! to the type the schema declares for its attribute. The context contains what the
+//! server fills in (client IP, time, region, method, path, issuer) for each key that the
+//! action's context type declares. The caller's own context goes under `caller`, so it
+//! can never override a server-filled key. Every entity UID is built with the Cedar API from a type
 //! and an id, so no claim text is ever parsed as Cedar syntax.
 
 use std::net::IpAddr;
