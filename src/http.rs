@@ -1,7 +1,7 @@
 //! HTTP layer (axum): `POST /authorize` and the operational routes. Every answer other
 //! than a 200 still says `"decision": "deny"`, so a naive client fails closed.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -122,18 +122,29 @@ fn request_meta(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Result<RequestMeta, AnswerError> {
+    Ok(RequestMeta {
+        client_ip: forwarded_client(pdp, peer, headers)?,
+        time: pdp.now(),
+        method: None,
+        path: None,
+    })
+}
+
+/// Returns the client address: the socket peer, or what a trusted proxy forwarded.
+fn forwarded_client(
+    pdp: &Pdp,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<IpAddr, AnswerError> {
     let header = pdp.config.server.forwarded_header;
     let name = header.name();
     let trusted = &pdp.config.server.trusted_proxies;
-    // What an untrusted peer sends in the header is never read, so it cannot fail either.
+    // The header of an untrusted peer is not read at all, so its content cannot fail the
+    // request either.
     if !mapping::is_trusted(peer.ip(), trusted) {
-        return Ok(RequestMeta {
-            client_ip: peer.ip(),
-            time: pdp.now(),
-            method: None,
-            path: None,
-        });
+        return Ok(peer.ip());
     }
+
     let mut lines = Vec::new();
     for value in headers.get_all(name) {
         // Dropping a line that is not ASCII would make the proxy's own address the
@@ -145,13 +156,8 @@ fn request_meta(
         })?;
         lines.push(line);
     }
-    let client_ip = mapping::client_ip(
-        peer.ip(),
-        header,
-        &lines,
-        &pdp.config.server.trusted_proxies,
-    )
-    .map_err(|err| {
+
+    mapping::client_ip(peer.ip(), header, &lines, trusted).map_err(|err| {
         let (field, message) = match err {
             mapping::MappingError::Request { field, message } => (field, message),
             mapping::MappingError::Claims(message) => (name.to_owned(), message),
@@ -161,12 +167,6 @@ fn request_meta(
             message: format!("{field}: {message}"),
             field: Some(field),
         }
-    })?;
-    Ok(RequestMeta {
-        client_ip,
-        time: pdp.now(),
-        method: None,
-        path: None,
     })
 }
 
