@@ -1,6 +1,6 @@
 //! The configuration file (`cedargate.toml`): parsed into raw structs that mirror the
 //! TOML, then checked and turned into [`Config`], with every path resolved against the
-//! folder that holds the file. Every mistake is reported at startup, never on a request.
+//! folder that contains the file. Mistakes are reported at startup, never on a request.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -118,7 +118,7 @@ impl ForwardedHeader {
     }
 }
 
-/// What a policy whose evaluation raised an error means for the decision.
+/// Effect on the decision of a policy whose evaluation raised an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnForbidError {
@@ -161,7 +161,7 @@ pub enum KeySource {
     SecretEnv { var: String, kid: Option<String> },
 }
 
-/// Where a claim sits in the token: a list of object keys from the top.
+/// Location of a claim in the token: a list of object keys from the top.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimPath(pub Vec<String>);
 
@@ -408,7 +408,7 @@ impl Config {
             path: path.to_owned(),
             source: Box::new(source),
         })?;
-        // Relative paths in the file are relative to the folder that holds it.
+        // Relative paths in the file are relative to the folder that contains it.
         let base = path.parent().unwrap_or(Path::new(""));
 
         let mut problems = Vec::new();

@@ -1,4 +1,4 @@
-//! The whole data path for one request: token, mapping, engine, answer and decision log.
+//! The whole data path for one request: token, mapping, engine, response and decision log.
 //! The HTTP handler and `cedargate authorize` both call [`Pdp::decide`], so what the
 //! tests prove of one is true of the other.
 

@@ -24,7 +24,7 @@ pub enum DenyKind {
 }
 
 impl DenyKind {
-    /// The name used in answers and in the decision log.
+    /// Returns the name used in responses and in the decision log.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Forbid => "forbid",
@@ -67,7 +67,7 @@ pub fn evaluate(
     on_forbid_error: OnForbidError,
 ) -> Result<Evaluation, MappingError> {
     // TODO: this copies the store's entity map (its entries are shared, not deep-copied)
-    // and recomputes the transitive closure, which grows with the store; build a
+    // and recomputes the transitive closure, so the cost grows with the store. Build a
     // request-scoped slice instead.
     let entities = bundle
         .entities

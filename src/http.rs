@@ -1,5 +1,5 @@
-//! HTTP layer (axum): `POST /authorize` and the operational routes. Every answer other
-//! than a 200 still says `"decision": "deny"`, so a naive client fails closed.
+//! HTTP layer (axum): `POST /authorize` and the operational routes. Every response other
+//! than a 200 still carries `"decision": "deny"`, so a naive client fails closed.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

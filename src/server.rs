@@ -219,7 +219,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Whether a connection ended because of the head-read or write timeout.
+/// Returns whether a connection ended because of the head-read or write timeout.
 fn is_timeout(err: &hyper::Error) -> bool {
     if err.is_timeout() {
         return true;
@@ -237,8 +237,8 @@ fn is_timeout(err: &hyper::Error) -> bool {
     false
 }
 
-/// Logs a repeated warning at most once per interval and counts the ones left out, so a
-/// flood of slow clients cannot flood the log.
+/// Rate limit for a repeated warning: at most one line per interval, with a count of the
+/// warnings left out since the last line.
 #[derive(Default)]
 struct Throttle {
     state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,

@@ -427,7 +427,7 @@ fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<()
             let strings: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
             if strings.len() != items.len() {
                 return Err(TokenError::Malformed(
-                    "`aud` array holds a value that is not a string".into(),
+                    "`aud` array contains a value that is not a string".into(),
                 ));
             }
             strings
@@ -495,7 +495,7 @@ fn load_source(source: &KeySource, issuer: &str) -> Result<Vec<Key>, KeyError> {
             if loaded.is_empty() {
                 return Err(KeyError::Invalid {
                     path: path.clone(),
-                    message: "the set holds no key that can verify signatures (RSA, EC P-256/P-384, Ed25519 or HMAC, not `use: enc`)".into(),
+                    message: "the set contains no key that can verify signatures (RSA, EC P-256/P-384, Ed25519 or HMAC, not `use: enc`)".into(),
                 });
             }
             Ok(loaded)
@@ -526,8 +526,8 @@ fn load_source(source: &KeySource, issuer: &str) -> Result<Vec<Key>, KeyError> {
 }
 
 /// Checks that an HMAC key is at least as long as the hash output of every HMAC algorithm
-/// it may be used with (RFC 7518 section 3.2): its own `alg` when a JWK pins one, or else
-/// each HMAC algorithm the issuer allows.
+/// it may be used with, as RFC 7518 section 3.2 requires. That is its own `alg` when a JWK
+/// pins one, or else each HMAC algorithm the issuer allows.
 fn check_secret_len(key: &Key, source: &KeySource, config: &IssuerConfig) -> Result<(), KeyError> {
     let Some(secret_len) = key.secret_len else {
         return Ok(());

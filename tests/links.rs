@@ -30,7 +30,7 @@ const SCHEMA: &str = r#"namespace Docs {
 }
 "#;
 
-/// One template with both slots, and one static policy for a user no test asks about,
+/// One template with both slots, and one static policy for a user that no test requests,
 /// so that only links decide the tests' requests. A bundle with no static or linked
 /// policy is refused, because it would deny everything.
 const POLICIES: &str = r#"// Lets the linked user view the linked document.

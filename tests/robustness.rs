@@ -1,5 +1,5 @@
 //! The server under hostile or unusual input: stored principals, slow clients, garbage
-//! tokens and bodies. Every answer must be a deny with a reason, never a 5xx.
+//! tokens and bodies. Every response must be a deny with a reason, never a 5xx.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,8 +23,8 @@ fn read_body(id: &str) -> Value {
 #[tokio::test]
 async fn token_principal_replaces_stored_entity() {
     let (dir, config) = common::default_bundle_copy("");
-    // A stored alice in another department and with the editor role; the token says sales
-    // and no role. The token must win for every attribute and parent.
+    // A stored alice in another department and with the editor role; the token carries
+    // sales and no role. The token must win for every attribute and parent.
     let stored = json!([{
         "uid": { "type": "Crm::User", "id": "alice" },
         "attrs": { "department": { "__entity": { "type": "Crm::Department", "id": "support" } }, "scopes": [] },
@@ -169,7 +169,7 @@ async fn deeply_nested_context_rejected() {
     server.stop().await;
 }
 
-/// Opens a connection, sends `prefix`, then waits for the server to close it; returns how
+/// Opens a connection, sends `prefix`, then waits for the server to close it. Returns how
 /// long that took, or `None` if the server kept it open for `limit`.
 fn time_until_closed(
     addr: std::net::SocketAddr,
@@ -283,7 +283,7 @@ async fn unread_responses_free_connection() {
     let server = common::TestServer::start(config).await;
     let addr = server.addr;
 
-    // Pipeline requests whose 404 answers repeat a long path, and never read them, so
+    // Pipeline requests whose 404 responses repeat a long path, and never read them, so
     // the server's writes stall once the socket buffers are full.
     let writer = std::thread::spawn(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();

@@ -640,7 +640,7 @@ fn nth_uid_offset(text: &str, index: usize) -> Option<usize> {
 }
 
 /// Hashes paths and contents in a stable order. Paths are taken relative to the folder
-/// that holds all the bundle's files, so the revision does not depend on how the config
+/// that contains all the bundle's files, so the revision does not depend on how the config
 /// path was written (`cedargate.toml`, `./cedargate.toml` or an absolute path).
 fn revision_of(files: &FileList) -> String {
     let base = common_folder(files.iter().map(|(path, _)| path.as_path()));

@@ -41,7 +41,7 @@ struct RawRegion {
 }
 
 impl RegionTable {
-    /// Parses the TOML table; errors name the entry and say what was expected.
+    /// Parses the TOML table. Errors name the entry and the expected form.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let raw: RawTable = toml::from_str(text).map_err(|err| err.to_string())?;
         let mut networks = Vec::new();

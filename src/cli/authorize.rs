@@ -110,7 +110,7 @@ pub fn run(args: &AuthorizeArgs) -> ExitCode {
     match serde_json::to_string_pretty(&answer) {
         Ok(text) => println!("{text}"),
         Err(err) => {
-            eprintln!("error: failed to write the answer: {err}");
+            eprintln!("error: failed to write the response: {err}");
             return ExitCode::from(EXIT_ERROR);
         }
     }

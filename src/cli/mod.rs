@@ -29,7 +29,7 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Parse and strictly validate policies, schema, entities and the mapping.
     Validate(validate::ValidateArgs),
-    /// Make one decision offline and print the answer as `POST /authorize` would.
+    /// Make one decision offline and print the response as `POST /authorize` would.
     Authorize(authorize::AuthorizeArgs),
     /// Mint a token signed by the development issuer.
     Token(token::TokenArgs),

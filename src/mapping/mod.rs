@@ -26,7 +26,7 @@ pub use client_ip::{client_ip, is_trusted};
 pub use unique_json::parse_context;
 use unique_json::unique_object;
 
-/// The context key that holds the caller's own context.
+/// The context key that contains the caller's own context.
 pub const CALLER_KEY: &str = "caller";
 
 /// Error that stops a request from being mapped. Claim errors come from the token;

@@ -99,7 +99,7 @@ pub fn write_config(extra_toml: &str, files: &[(&str, &[u8])]) -> (TempDir, Conf
     (dir, config)
 }
 
-/// The repository root, where the default bundle lives.
+/// Returns the repository root, where the default bundle lives.
 pub fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -288,12 +288,12 @@ impl Drop for TestServer {
     }
 }
 
-/// A weekday at 10:00 in Berlin: inside business hours.
+/// Returns a Monday at 10:00 in Berlin, inside business hours.
 pub fn business_hours() -> jiff::Timestamp {
     "2026-03-02T10:00:00+01:00".parse().unwrap()
 }
 
-/// The same Monday at 20:00 in Berlin: outside business hours.
+/// Returns the same Monday at 20:00 in Berlin, outside business hours.
 pub fn after_hours() -> jiff::Timestamp {
     "2026-03-02T20:00:00+01:00".parse().unwrap()
 }
