@@ -77,6 +77,19 @@ pub struct BundleConfig {
     pub links: Option<PathBuf>,
     pub watch: bool,
     pub debounce: Duration,
+    /// Whether requests evaluate only the policies whose scope can match them.
+    pub policy_index: PolicyIndexMode,
+}
+
+/// When the scope index over the policy set is used (see `engine::index`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyIndexMode {
+    /// From 64 policies on, where it starts to pay off.
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 impl BundleConfig {
@@ -275,6 +288,8 @@ struct RawBundle {
     watch: bool,
     #[serde(default = "default_debounce_ms")]
     debounce_ms: u64,
+    #[serde(default)]
+    policy_index: PolicyIndexMode,
 }
 
 fn default_true() -> bool {
@@ -421,6 +436,7 @@ impl Config {
             links: raw.bundle.links.map(|l| base.join(l)),
             watch: raw.bundle.watch,
             debounce: Duration::from_millis(raw.bundle.debounce_ms),
+            policy_index: raw.bundle.policy_index,
         };
         let decision = validate_decision(raw.decision, &mut problems);
         let issuers = raw

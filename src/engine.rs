@@ -7,6 +7,9 @@ use crate::bundle::Bundle;
 use crate::config::OnForbidError;
 use crate::mapping::{MappedRequest, MappingError};
 
+pub mod index;
+pub mod slice;
+
 /// Kind of deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,20 +69,54 @@ pub fn evaluate(
     mapped: MappedRequest,
     on_forbid_error: OnForbidError,
 ) -> Result<Evaluation, MappingError> {
-    // TODO: this copies the store's entity map (its entries are shared, not deep-copied)
-    // and recomputes the transitive closure, so the cost grows with the store. Build a
-    // request-scoped slice instead.
-    let entities = bundle
-        .entities
-        .clone()
-        .upsert_entities([mapped.principal], None)
-        .map_err(|err| {
-            MappingError::Claims(format!(
-                "principal conflicts with the entity store: {}",
-                crate::bundle::diagnostics::error_chain(&err)
-            ))
+    let MappedRequest {
+        request,
+        principal,
+        principal_parents,
+        context_entities,
+    } = mapped;
+    let action = request.action().cloned();
+    let resource = request.resource().cloned();
+
+    let candidates = bundle.index.enabled().then(|| {
+        let store = &bundle.entities;
+        let principal_uid = principal.uid();
+        let mut principal_keys = vec![principal_uid];
+        for parent in &principal_parents {
+            principal_keys.push(parent.clone());
+            principal_keys.extend(store.ancestors(parent).into_iter().flatten().cloned());
+        }
+        let with_ancestors = |uid: &Option<cedar_policy::EntityUid>| -> Vec<_> {
+            uid.iter()
+                .flat_map(|uid| {
+                    std::iter::once(uid.clone())
+                        .chain(store.ancestors(uid).into_iter().flatten().cloned())
+                })
+                .collect()
+        };
+        let action_keys = with_ancestors(&action);
+        let resource_keys = with_ancestors(&resource);
+        bundle.index.candidates(
+            principal_keys.iter(),
+            action_keys.iter(),
+            resource_keys.iter(),
+        )
+    });
+    let (policy_set, literals) = match &candidates {
+        Some(candidates) => (&candidates.policies, candidates.literals.as_slice()),
+        None => (&bundle.policies, bundle.condition_literals.as_slice()),
+    };
+
+    let seeds = action
+        .into_iter()
+        .chain(resource)
+        .chain(context_entities)
+        .chain(literals.iter().cloned());
+    let entities =
+        slice::slice(&bundle.entities, principal, &principal_parents, seeds).map_err(|err| {
+            MappingError::Claims(format!("cannot gather the request's entities: {err}"))
         })?;
-    let response = Authorizer::new().is_authorized(&mapped.request, &bundle.policies, &entities);
+    let response = Authorizer::new().is_authorized(&request, policy_set, &entities);
 
     let mut policies: Vec<String> = response
         .diagnostics()
@@ -87,7 +124,7 @@ pub fn evaluate(
         .map(PolicyId::to_string)
         .collect();
     policies.sort();
-    let errors: Vec<PolicyError> = response
+    let mut errors: Vec<PolicyError> = response
         .diagnostics()
         .errors()
         .map(|error| {
@@ -98,6 +135,7 @@ pub fn evaluate(
             }
         })
         .collect();
+    errors.sort_by(|a, b| a.policy.cmp(&b.policy));
 
     let erroring_forbids: Vec<String> = errors
         .iter()

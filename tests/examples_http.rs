@@ -388,6 +388,7 @@ fn unserved_apps_rejected_by_loader() {
             links: None,
             watch: false,
             debounce: std::time::Duration::from_millis(50),
+            policy_index: cedargate::config::PolicyIndexMode::On,
         });
 
         let errors: Vec<_> = outcome.errors().collect();

@@ -44,6 +44,11 @@ pub struct Bundle {
     pub policies: PolicySet,
     pub policy_info: HashMap<PolicyId, PolicyInfo>,
     pub entities: Entities,
+    /// Stored entities named as literals in policy conditions, which every request's
+    /// entity slice includes.
+    pub condition_literals: Vec<cedar_policy::EntityUid>,
+    /// The scope index over `policies`.
+    pub index: crate::engine::index::PolicyIndex,
     pub regions: RegionTable,
 }
 
@@ -141,6 +146,15 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     let bundle = match entities {
         Some(entities) if !has_errors => Some(Bundle {
+            condition_literals: crate::engine::slice::condition_literals(
+                policies.policies(),
+                &entities,
+            ),
+            index: crate::engine::index::PolicyIndex::build(
+                &policies,
+                &entities,
+                config.policy_index,
+            ),
             revision: revision_of(&files),
             loaded_at: jiff::Timestamp::now(),
             files: files.into_iter().map(|(path, _)| path).collect(),

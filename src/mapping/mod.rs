@@ -85,6 +85,10 @@ pub struct ResourceRef {
 pub struct MappedRequest {
     pub request: Request,
     pub principal: Entity,
+    /// The principal's direct parents, as the token names them.
+    pub principal_parents: Vec<EntityUid>,
+    /// Entity UIDs found in context values, so the engine can include their entities.
+    pub context_entities: Vec<EntityUid>,
 }
 
 /// The principal mapping, checked against the schema of one bundle.
@@ -200,7 +204,7 @@ impl Mapping {
         meta: &RequestMeta,
         input: &AuthorizeInput,
     ) -> Result<MappedRequest, MappingError> {
-        let principal = self.principal(bundle, claims)?;
+        let (principal, principal_parents) = self.principal(bundle, claims)?;
         let principal_uid = principal.uid();
 
         let action_id = EntityId::from_str(&input.action)
@@ -240,6 +244,10 @@ impl Mapping {
             issuer,
             &bundle.regions,
         )?;
+        let context_keys: Vec<String> = context_json
+            .as_object()
+            .map(|object| object.keys().cloned().collect())
+            .unwrap_or_default();
         let context = Context::from_json_value(context_json, Some((&bundle.schema, &action)))
             .map_err(|err| {
                 MappingError::request(
@@ -251,6 +259,13 @@ impl Mapping {
                 )
             })?;
 
+        let mut context_entities = Vec::new();
+        for key in &context_keys {
+            if let Some(value) = context.get(key) {
+                entity_references(&value, &mut context_entities);
+            }
+        }
+
         let request = Request::new(
             principal_uid,
             action,
@@ -259,14 +274,19 @@ impl Mapping {
             Some(&bundle.schema),
         )
         .map_err(|err| request_error(&err, input))?;
-        Ok(MappedRequest { request, principal })
+        Ok(MappedRequest {
+            request,
+            principal,
+            principal_parents,
+            context_entities,
+        })
     }
 
     fn principal(
         &self,
         bundle: &Bundle,
         claims: &Map<String, Value>,
-    ) -> Result<Entity, MappingError> {
+    ) -> Result<(Entity, Vec<EntityUid>), MappingError> {
         let id = match lookup(claims, &self.id_claim) {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
@@ -311,22 +331,41 @@ impl Mapping {
         }
 
         let mut parents = Vec::new();
+        let mut parent_uids = Vec::new();
         for (claim, parent_type) in &self.parents {
             for id in parent_ids(lookup(claims, claim), claim)? {
                 let parent =
                     EntityUid::from_type_name_and_id(parent_type.clone(), EntityId::new(id));
                 parents.push(uid_json(&parent)?);
+                parent_uids.push(parent);
             }
         }
 
         let entity = json!({ "uid": uid_json(&uid)?, "attrs": attrs, "parents": parents });
-        Entity::from_json_value(entity, Some(&bundle.schema)).map_err(|err| {
+        let entity = Entity::from_json_value(entity, Some(&bundle.schema)).map_err(|err| {
             MappingError::Claims(format!(
                 "claims do not fit principal type `{}`: {}",
                 self.principal_type,
                 error_chain(&err)
             ))
-        })
+        })?;
+        Ok((entity, parent_uids))
+    }
+}
+
+/// Collects the entity UIDs inside a Cedar value.
+pub fn entity_references(value: &cedar_policy::EvalResult, out: &mut Vec<EntityUid>) {
+    use cedar_policy::EvalResult;
+    match value {
+        EvalResult::EntityUid(uid) => out.push(uid.clone()),
+        EvalResult::Set(set) => set.iter().for_each(|item| entity_references(item, out)),
+        EvalResult::Record(record) => record
+            .iter()
+            .for_each(|(_, item)| entity_references(item, out)),
+        EvalResult::Bool(_)
+        | EvalResult::Long(_)
+        | EvalResult::String(_)
+        | EvalResult::ExtensionValue(_) => {}
     }
 }
 
