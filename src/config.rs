@@ -43,7 +43,9 @@ pub struct Config {
     pub decision: DecisionConfig,
     pub issuers: Vec<IssuerConfig>,
     pub leeway: Duration,
-    pub principal: PrincipalConfig,
+    /// The default principal mapping, for tokens of issuers without their own. Absent when
+    /// every issuer has its own mapping, or when no issuer is configured.
+    pub principal: Option<PrincipalConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -160,6 +162,15 @@ pub struct IssuerConfig {
     pub keys: Vec<KeySource>,
     /// A development issuer gets its key generated on first use and a warning at start.
     pub development: bool,
+    /// This issuer's own principal mapping, used instead of the top-level `[principal]`.
+    pub principal: Option<PrincipalConfig>,
+}
+
+impl IssuerConfig {
+    /// Returns the config key of this issuer's principal mapping, for messages.
+    pub fn principal_key(&self, index: usize) -> String {
+        format!("issuer[{index}] (`{}`).principal", self.name)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -212,7 +223,7 @@ struct RawConfig {
     tokens: RawTokens,
     #[serde(default, rename = "issuer")]
     issuers: Vec<RawIssuer>,
-    principal: RawPrincipal,
+    principal: Option<RawPrincipal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -346,6 +357,7 @@ struct RawIssuer {
     keys: Vec<RawKey>,
     #[serde(default)]
     development: bool,
+    principal: Option<RawPrincipal>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -439,14 +451,18 @@ impl Config {
             policy_index: raw.bundle.policy_index,
         };
         let decision = validate_decision(raw.decision, &mut problems);
+        let principal = raw
+            .principal
+            .map(|principal| validate_principal(principal, "principal", &mut problems));
         let issuers = raw
             .issuers
             .into_iter()
             .enumerate()
-            .filter_map(|(index, issuer)| validate_issuer(index, issuer, base, &mut problems))
+            .filter_map(|(index, issuer)| {
+                validate_issuer(index, issuer, base, principal.is_some(), &mut problems)
+            })
             .collect::<Vec<_>>();
         check_unique_issuers(&issuers, &mut problems);
-        let principal = validate_principal(raw.principal, &mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
@@ -551,6 +567,7 @@ fn validate_issuer(
     index: usize,
     raw: RawIssuer,
     base: &Path,
+    has_default_principal: bool,
     problems: &mut Vec<String>,
 ) -> Option<IssuerConfig> {
     let key = format!("issuer[{index}] (`{}`)", raw.name);
@@ -592,6 +609,16 @@ fn validate_issuer(
         })
         .collect();
 
+    // Every token needs a principal mapping: its issuer's own, or the top-level default.
+    let principal = raw
+        .principal
+        .map(|principal| validate_principal(principal, &format!("{key}.principal"), problems));
+    if principal.is_none() && !has_default_principal {
+        problems.push(format!(
+            "{key}: has no `principal` mapping, and there is no top-level `[principal]` to fall back on; add one of them"
+        ));
+    }
+
     (problems.len() == before).then_some(IssuerConfig {
         name: raw.name,
         issuer: raw.issuer,
@@ -599,6 +626,7 @@ fn validate_issuer(
         algorithms,
         keys,
         development: raw.development,
+        principal,
     })
 }
 
@@ -654,14 +682,15 @@ fn check_unique_issuers(issuers: &[IssuerConfig], problems: &mut Vec<String>) {
     }
 }
 
-fn validate_principal(raw: RawPrincipal, problems: &mut Vec<String>) -> PrincipalConfig {
-    check_entity_type(&raw.entity_type, "principal.type", problems);
-    let id_claim = claim_path(raw.id_claim, "principal.id_claim", problems);
+/// Checks one principal mapping; `key` is its place in the file, such as `principal`.
+fn validate_principal(raw: RawPrincipal, key: &str, problems: &mut Vec<String>) -> PrincipalConfig {
+    check_entity_type(&raw.entity_type, &format!("{key}.type"), problems);
+    let id_claim = claim_path(raw.id_claim, &format!("{key}.id_claim"), problems);
     let attributes = raw
         .attributes
         .into_iter()
         .map(|(name, path)| {
-            let path = claim_path(path, &format!("principal.attributes.{name}"), problems);
+            let path = claim_path(path, &format!("{key}.attributes.{name}"), problems);
             (name, path)
         })
         .collect();
@@ -670,7 +699,7 @@ fn validate_principal(raw: RawPrincipal, problems: &mut Vec<String>) -> Principa
         .into_iter()
         .enumerate()
         .map(|(index, parent)| {
-            let key = format!("principal.parents[{index}]");
+            let key = format!("{key}.parents[{index}]");
             check_entity_type(&parent.entity_type, &format!("{key}.type"), problems);
             ParentConfig {
                 claim: claim_path(parent.claim, &format!("{key}.claim"), problems),
@@ -754,7 +783,8 @@ mod tests {
         let config = Config::from_toml(Path::new("/etc/cg/cedargate.toml"), MINIMAL);
         let config = config.unwrap_or_else(|err| unreachable!("{err}"));
         assert_eq!(config.leeway, Duration::from_secs(DEFAULT_LEEWAY_SECONDS));
-        assert_eq!(config.principal.id_claim, ClaimPath(vec!["sub".into()]));
+        let principal = config.principal.as_ref().map(|p| &p.id_claim);
+        assert_eq!(principal, Some(&ClaimPath(vec!["sub".into()])));
         assert_eq!(config.bundle.policies, Path::new("/etc/cg/policies"));
         assert_eq!(config.decision.on_forbid_error, OnForbidError::Deny);
     }
@@ -796,6 +826,70 @@ mod tests {
             .map(|i| i + 1);
         assert_eq!(position.map(|(line, _)| line), line);
         assert_eq!(position.map(|(_, column)| column), Some(10));
+    }
+
+    const NO_DEFAULT_PRINCIPAL: &str = r#"
+        [bundle]
+        policies = "policies"
+        schema = "schema/s.cedarschema"
+        entities = "entities"
+        [decision]
+        action_type = "App::Action"
+        [[issuer]]
+        name = "users"
+        issuer = "https://users.test"
+        algorithms = ["ES256"]
+        keys = [{ pem = "users.pem" }]
+    "#;
+
+    #[test]
+    fn issuer_needs_some_mapping() {
+        let err = Config::from_toml(Path::new("c.toml"), NO_DEFAULT_PRINCIPAL).err();
+        let Some(ConfigError::Invalid { problems, .. }) = err else {
+            unreachable!("expected invalid config, got {err:?}");
+        };
+        assert_eq!(
+            problems,
+            [
+                "issuer[0] (`users`): has no `principal` mapping, and there is no top-level `[principal]` to fall back on; add one of them"
+            ]
+        );
+    }
+
+    #[test]
+    fn issuer_mapping_replaces_default() {
+        let text = format!(
+            "{NO_DEFAULT_PRINCIPAL}\n[issuer.principal]\ntype = \"App::Service\"\nid_claim = \"client_id\"\n"
+        );
+        let config = Config::from_toml(Path::new("c.toml"), &text);
+        let config = config.unwrap_or_else(|err| unreachable!("{err}"));
+        assert!(config.principal.is_none());
+        let principal = config.issuers.first().and_then(|i| i.principal.as_ref());
+        let principal = principal.unwrap_or_else(|| unreachable!("issuer has no mapping"));
+        assert_eq!(principal.entity_type, "App::Service");
+        assert_eq!(principal.id_claim, ClaimPath(vec!["client_id".into()]));
+    }
+
+    #[test]
+    fn issuer_mapping_problems_name_issuer() {
+        let text = format!(
+            "{NO_DEFAULT_PRINCIPAL}\n[issuer.principal]\ntype = \"not a type\"\n[issuer.principal.attributes]\nteam = \"a..b\"\n"
+        );
+        let err = Config::from_toml(Path::new("c.toml"), &text).err();
+        let Some(ConfigError::Invalid { problems, .. }) = err else {
+            unreachable!("expected invalid config, got {err:?}");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("issuer[0] (`users`).principal.type: "))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("issuer[0] (`users`).principal.attributes.team: "))
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub fn load_snapshot(config: &Config) -> (Option<Snapshot>, Vec<Diagnostic>) {
     let Some(bundle) = outcome.bundle else {
         return (None, diagnostics);
     };
-    match Mapping::new(&config.principal, &config.decision.action_type, &bundle) {
+    match Mapping::new(config, &bundle) {
         Ok(mapping) => (Some(Snapshot { bundle, mapping }), diagnostics),
         Err(problems) => {
             diagnostics.extend(

@@ -443,7 +443,7 @@ async fn single_policy_file_ids_named_by_file() {
     let request = read_request(&dir, &dir.join("ALLOW/bob_update_red.json"));
     let schema = server.pdp.snapshot().unwrap().bundle.schema.clone();
     let stored = read_entities(&dir.join(app.entities), &schema);
-    let claims = claims_for(&server.pdp.config.principal, &stored[&request.principal]).unwrap();
+    let claims = claims_for(default_principal(&server), &stored[&request.principal]).unwrap();
     let token = common::mint(&Value::Object(claims));
     let (status, _, answer) = server
         .authorize(Some(&token), &request_body(&request))
@@ -600,7 +600,7 @@ async fn check_request(
     let principal_type = request.principal.type_name().to_string();
     let Some(server) = servers
         .iter()
-        .find(|server| server.pdp.config.principal.entity_type == principal_type)
+        .find(|server| default_principal(server).entity_type == principal_type)
     else {
         return Outcome::Failed(format!("no mapping for principal type `{principal_type}`"));
     };
@@ -618,7 +618,7 @@ async fn check_request(
             request.principal
         ));
     };
-    let claims = match claims_for(&server.pdp.config.principal, entity) {
+    let claims = match claims_for(default_principal(server), entity) {
         Ok(claims) => claims,
         Err(message) => return Outcome::Failed(message),
     };
@@ -745,6 +745,16 @@ fn claim_value(value: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(claim_value).collect()),
         other => other.clone(),
     }
+}
+
+/// Returns the top-level principal mapping, which every example config has.
+fn default_principal(server: &TestServer) -> &PrincipalConfig {
+    server
+        .pdp
+        .config
+        .principal
+        .as_ref()
+        .expect("the example config has a top-level [principal]")
 }
 
 /// Maps the claims the way the server does and returns the principal entity in the

@@ -8,6 +8,7 @@
 //! can never override a server-filled key. Every entity UID is built with the Cedar API from a type
 //! and an id, so no claim text is ever parsed as Cedar syntax.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -18,11 +19,13 @@ use crate::bundle::Bundle;
 use crate::bundle::diagnostics::error_chain;
 
 mod client_ip;
+mod principal;
 mod unique_json;
 
 use crate::bundle::schema_types::{AttrType, RecordType};
-use crate::config::{ClaimPath, PrincipalConfig};
+use crate::config::Config;
 pub use client_ip::{client_ip, is_trusted};
+pub use principal::PrincipalMapping;
 pub use unique_json::parse_context;
 use unique_json::unique_object;
 
@@ -91,22 +94,14 @@ pub struct MappedRequest {
     pub context_entities: Vec<EntityUid>,
 }
 
-/// The principal mapping, checked against the schema of one bundle.
+/// The principal mappings and the action type, checked against the schema of one bundle.
 #[derive(Debug, Clone)]
 pub struct Mapping {
-    principal_type: EntityTypeName,
-    id_claim: ClaimPath,
-    attributes: Vec<MappedAttribute>,
-    parents: Vec<(ClaimPath, EntityTypeName)>,
+    /// The top-level `[principal]` mapping, for issuers without their own.
+    default: Option<PrincipalMapping>,
+    /// The issuers' own mappings, by the exact `iss` value of the issuer.
+    by_issuer: HashMap<String, PrincipalMapping>,
     action_type: EntityTypeName,
-}
-
-#[derive(Debug, Clone)]
-struct MappedAttribute {
-    name: String,
-    claim: ClaimPath,
-    ty: AttrType,
-    required: bool,
 }
 
 /// The keys the server fills in, with the type each must have in the schema.
@@ -123,79 +118,48 @@ const SERVER_KEYS: [(&str, &str); 9] = [
 ];
 
 impl Mapping {
-    /// Checks the principal mapping and the server-filled context keys against the
-    /// bundle's schema, reporting every problem at once.
-    pub fn new(
-        config: &PrincipalConfig,
-        action_type: &str,
-        bundle: &Bundle,
-    ) -> Result<Self, Vec<String>> {
+    /// Checks every principal mapping of `config` and the server-filled context keys
+    /// against the bundle's schema, reporting every problem at once.
+    pub fn new(config: &Config, bundle: &Bundle) -> Result<Self, Vec<String>> {
         let mut problems = Vec::new();
-        let principal_type = parse_type(&config.entity_type, "principal.type", &mut problems);
-        let action_type = parse_type(action_type, "decision.action_type", &mut problems);
-
-        let shape = bundle.types.entity_shape(&config.entity_type);
-        let Some(shape) = shape else {
-            problems.push(format!(
-                "principal.type: entity type `{}` is not declared in the schema",
-                config.entity_type
-            ));
-            return Err(problems);
+        let action_type = parse_type(
+            &config.decision.action_type,
+            "decision.action_type",
+            &mut problems,
+        );
+        let mut check = |principal, key: &str| {
+            PrincipalMapping::new(principal, key, bundle)
+                .map_err(|found| problems.extend(found))
+                .ok()
         };
-        let mut attributes = Vec::new();
-        for (name, claim) in &config.attributes {
-            match shape.attributes.get(name) {
-                Some(attr) => attributes.push(MappedAttribute {
-                    name: name.clone(),
-                    claim: claim.clone(),
-                    ty: attr.ty.clone(),
-                    required: attr.required,
-                }),
-                None => problems.push(format!(
-                    "principal.attributes.{name}: `{}` has no attribute `{name}` in the schema",
-                    config.entity_type
-                )),
+
+        let default = config
+            .principal
+            .as_ref()
+            .and_then(|principal| check(principal, "principal"));
+        let mut by_issuer = HashMap::new();
+        for (index, issuer) in config.issuers.iter().enumerate() {
+            let Some(principal) = &issuer.principal else {
+                continue;
+            };
+            if let Some(mapping) = check(principal, &issuer.principal_key(index)) {
+                by_issuer.insert(issuer.issuer.clone(), mapping);
             }
         }
-        for (name, attr) in &shape.attributes {
-            if attr.required && !config.attributes.contains_key(name) {
-                problems.push(format!(
-                    "principal.attributes: the schema requires attribute `{name}` of `{}`; map a claim to it",
-                    config.entity_type
-                ));
-            }
-        }
-        let parents = config
-            .parents
-            .iter()
-            .enumerate()
-            .filter_map(|(index, parent)| {
-                let key = format!("principal.parents[{index}].type");
-                let ty = parse_type(&parent.entity_type, &key, &mut problems)?;
-                if bundle.types.entity_shape(&parent.entity_type).is_none() {
-                    problems.push(format!(
-                        "{key}: entity type `{}` is not declared in the schema",
-                        parent.entity_type
-                    ));
-                }
-                Some((parent.claim.clone(), ty))
-            })
-            .collect();
         check_context_types(bundle, &mut problems);
 
-        match (principal_type, action_type) {
-            (Some(principal_type), Some(action_type)) if problems.is_empty() => Ok(Self {
-                principal_type,
-                id_claim: config.id_claim.clone(),
-                attributes,
-                parents,
+        match action_type {
+            Some(action_type) if problems.is_empty() => Ok(Self {
+                default,
+                by_issuer,
                 action_type,
             }),
             _ => Err(problems),
         }
     }
 
-    /// Builds the Cedar request for one call.
+    /// Builds the Cedar request for one call from verified claims. The principal mapping
+    /// is the one of the issuer that the `iss` claim names, or else the default one.
     pub fn map(
         &self,
         bundle: &Bundle,
@@ -204,7 +168,43 @@ impl Mapping {
         meta: &RequestMeta,
         input: &AuthorizeInput,
     ) -> Result<MappedRequest, MappingError> {
-        let (principal, principal_parents) = self.principal(bundle, claims)?;
+        let issuer = claims.get("iss").and_then(Value::as_str);
+        let mapping = issuer
+            .and_then(|iss| self.by_issuer.get(iss))
+            .or(self.default.as_ref())
+            .ok_or_else(|| {
+                // The config check makes this reachable only for claims that no issuer
+                // verified, such as those given to `cedargate authorize --claims`.
+                MappingError::Claims(format!(
+                    "no principal mapping applies to issuer {}; add a top-level `[principal]`, or an issuer with this `iss` and its own `principal`",
+                    issuer.map_or("(no `iss` claim)".to_owned(), |iss| format!("`{iss}`"))
+                ))
+            })?;
+        let (principal, principal_parents) = mapping.principal(bundle, claims)?;
+        self.map_entity(
+            bundle,
+            time_zone,
+            principal,
+            principal_parents,
+            issuer,
+            meta,
+            input,
+        )
+    }
+
+    /// Builds the Cedar request for one call whose principal entity is already built,
+    /// with its direct parents. `issuer` fills the context key `issuer`, when the action
+    /// declares it.
+    pub fn map_entity(
+        &self,
+        bundle: &Bundle,
+        time_zone: &jiff::tz::TimeZone,
+        principal: Entity,
+        principal_parents: Vec<EntityUid>,
+        issuer: Option<&str>,
+        meta: &RequestMeta,
+        input: &AuthorizeInput,
+    ) -> Result<MappedRequest, MappingError> {
         let principal_uid = principal.uid();
 
         let action_id = EntityId::from_str(&input.action)
@@ -235,7 +235,6 @@ impl Mapping {
         })?;
         let resource = EntityUid::from_type_name_and_id(resource_type, resource_id);
 
-        let issuer = claims.get("iss").and_then(Value::as_str);
         let context_json = server_context(
             context_type,
             time_zone,
@@ -280,76 +279,6 @@ impl Mapping {
             principal_parents,
             context_entities,
         })
-    }
-
-    fn principal(
-        &self,
-        bundle: &Bundle,
-        claims: &Map<String, Value>,
-    ) -> Result<(Entity, Vec<EntityUid>), MappingError> {
-        let id = match lookup(claims, &self.id_claim) {
-            Some(Value::String(id)) if !id.is_empty() => id.clone(),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
-            Some(_) => {
-                return Err(MappingError::Claims(format!(
-                    "claim `{}` that names the principal must be a non-empty string",
-                    self.id_claim
-                )));
-            }
-            None => {
-                return Err(MappingError::Claims(format!(
-                    "claim `{}` that names the principal is missing",
-                    self.id_claim
-                )));
-            }
-        };
-        let uid = EntityUid::from_type_name_and_id(self.principal_type.clone(), EntityId::new(id));
-
-        let mut attrs = Map::new();
-        for attr in &self.attributes {
-            let Some(value) = lookup(claims, &attr.claim) else {
-                // A list claim that the token leaves out (no scopes, no roles) is an empty set.
-                if let AttrType::Set(_) = attr.ty {
-                    attrs.insert(attr.name.clone(), Value::Array(Vec::new()));
-                    continue;
-                }
-                if attr.required {
-                    return Err(MappingError::Claims(format!(
-                        "claim `{}` is missing, and attribute `{}` of `{}` requires it",
-                        attr.claim, attr.name, self.principal_type
-                    )));
-                }
-                continue;
-            };
-            let converted = to_cedar_json(value, &attr.ty).map_err(|message| {
-                MappingError::Claims(format!(
-                    "claim `{}` for attribute `{}`: {message}",
-                    attr.claim, attr.name
-                ))
-            })?;
-            attrs.insert(attr.name.clone(), converted);
-        }
-
-        let mut parents = Vec::new();
-        let mut parent_uids = Vec::new();
-        for (claim, parent_type) in &self.parents {
-            for id in parent_ids(lookup(claims, claim), claim)? {
-                let parent =
-                    EntityUid::from_type_name_and_id(parent_type.clone(), EntityId::new(id));
-                parents.push(uid_json(&parent)?);
-                parent_uids.push(parent);
-            }
-        }
-
-        let entity = json!({ "uid": uid_json(&uid)?, "attrs": attrs, "parents": parents });
-        let entity = Entity::from_json_value(entity, Some(&bundle.schema)).map_err(|err| {
-            MappingError::Claims(format!(
-                "claims do not fit principal type `{}`: {}",
-                self.principal_type,
-                error_chain(&err)
-            ))
-        })?;
-        Ok((entity, parent_uids))
     }
 }
 
@@ -401,40 +330,6 @@ fn check_context_types(bundle: &Bundle, problems: &mut Vec<String>) {
             ));
         }
     }
-}
-
-/// Follows a claim path through nested objects.
-fn lookup<'a>(claims: &'a Map<String, Value>, path: &ClaimPath) -> Option<&'a Value> {
-    let (first, rest) = path.0.split_first()?;
-    let mut value = claims.get(first)?;
-    for key in rest {
-        value = value.as_object()?.get(key)?;
-    }
-    if value.is_null() { None } else { Some(value) }
-}
-
-fn parent_ids(value: Option<&Value>, claim: &ClaimPath) -> Result<Vec<String>, MappingError> {
-    let not_strings = || {
-        MappingError::Claims(format!(
-            "claim `{claim}` for parents must be a string or an array of strings"
-        ))
-    };
-    match value {
-        None => Ok(Vec::new()),
-        // A single string is one parent: group names can contain spaces.
-        Some(Value::String(id)) => Ok(vec![id.clone()]),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().map(str::to_owned).ok_or_else(not_strings))
-            .collect(),
-        Some(_) => Err(not_strings()),
-    }
-}
-
-fn uid_json(uid: &EntityUid) -> Result<Value, MappingError> {
-    uid.to_json_value().map_err(|err| {
-        MappingError::Claims(format!("entity `{uid}` cannot be written as JSON: {err}"))
-    })
 }
 
 /// Converts a claim value to Cedar's JSON value format for the declared type. Objects
