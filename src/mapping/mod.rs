@@ -25,7 +25,7 @@ mod unique_json;
 use crate::bundle::schema_types::{AttrType, RecordType};
 use crate::config::Config;
 pub use client_ip::{client_ip, is_trusted};
-pub use principal::PrincipalMapping;
+pub use principal::{PrincipalEntity, PrincipalMapping};
 pub use unique_json::parse_context;
 use unique_json::unique_object;
 
@@ -180,32 +180,22 @@ impl Mapping {
                     issuer.map_or("(no `iss` claim)".to_owned(), |iss| format!("`{iss}`"))
                 ))
             })?;
-        let (principal, principal_parents) = mapping.principal(bundle, claims)?;
-        self.map_entity(
-            bundle,
-            time_zone,
-            principal,
-            principal_parents,
-            issuer,
-            meta,
-            input,
-        )
+        let principal = mapping.principal(bundle, claims)?;
+        self.map_entity(bundle, time_zone, principal, issuer, meta, input)
     }
 
-    /// Builds the Cedar request for one call whose principal entity is already built,
-    /// with its direct parents. `issuer` fills the context key `issuer`, when the action
-    /// declares it.
+    /// Builds the Cedar request for one call whose principal entity is already built.
+    /// `issuer` fills the context key `issuer`, when the action declares it.
     pub fn map_entity(
         &self,
         bundle: &Bundle,
         time_zone: &jiff::tz::TimeZone,
-        principal: Entity,
-        principal_parents: Vec<EntityUid>,
+        principal: PrincipalEntity,
         issuer: Option<&str>,
         meta: &RequestMeta,
         input: &AuthorizeInput,
     ) -> Result<MappedRequest, MappingError> {
-        let principal_uid = principal.uid();
+        let principal_uid = principal.entity.uid();
 
         let action_id = EntityId::from_str(&input.action)
             .map_err(|err| MappingError::request("action", format!("invalid action id: {err}")))?;
@@ -275,8 +265,8 @@ impl Mapping {
         .map_err(|err| request_error(&err, input))?;
         Ok(MappedRequest {
             request,
-            principal,
-            principal_parents,
+            principal: principal.entity,
+            principal_parents: principal.parents,
             context_entities,
         })
     }

@@ -11,6 +11,12 @@ use crate::bundle::diagnostics::error_chain;
 use crate::bundle::schema_types::AttrType;
 use crate::config::{ClaimPath, PrincipalConfig};
 
+/// A principal entity with its direct parents, which the engine needs apart from it.
+pub struct PrincipalEntity {
+    pub entity: Entity,
+    pub parents: Vec<EntityUid>,
+}
+
 /// A principal mapping, checked against the schema of one bundle.
 #[derive(Debug, Clone)]
 pub struct PrincipalMapping {
@@ -95,13 +101,12 @@ impl PrincipalMapping {
         }
     }
 
-    /// Builds the principal entity from verified claims, and returns it with its direct
-    /// parents.
+    /// Builds the principal entity from verified claims.
     pub fn principal(
         &self,
         bundle: &Bundle,
         claims: &Map<String, Value>,
-    ) -> Result<(Entity, Vec<EntityUid>), MappingError> {
+    ) -> Result<PrincipalEntity, MappingError> {
         let id = match lookup(claims, &self.id_claim) {
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
             Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
@@ -164,7 +169,10 @@ impl PrincipalMapping {
                 error_chain(&err)
             ))
         })?;
-        Ok((entity, parent_uids))
+        Ok(PrincipalEntity {
+            entity,
+            parents: parent_uids,
+        })
     }
 }
 
