@@ -77,10 +77,40 @@ pub struct BundleConfig {
     pub regions: Option<PathBuf>,
     /// Optional template links file (JSON, in the Cedar CLI's format).
     pub links: Option<PathBuf>,
-    pub watch: bool,
-    pub debounce: Duration,
+    /// Load a bundle without policies, which denies every request, instead of
+    /// rejecting it as invalid.
+    pub allow_empty_policies: bool,
+    pub reload: ReloadConfig,
     /// Whether requests evaluate only the policies whose scope can match them.
     pub policy_index: PolicyIndexMode,
+}
+
+/// How the server notices changed bundle files.
+#[derive(Debug, Clone)]
+pub struct ReloadConfig {
+    /// Reload on file changes; `SIGHUP` reloads either way.
+    pub watch: bool,
+    /// Scan the files every `poll_interval` instead of waiting for file system events.
+    pub poll: bool,
+    /// Interval between scans in poll mode, and after the event watcher has failed.
+    pub poll_interval: Duration,
+    /// Quiet time after the last file event before a reload starts.
+    pub debounce: Duration,
+    /// Wait between the two reads of the files that must agree before a reload is
+    /// validated, so a file caught in the middle of a write is not loaded.
+    pub settle: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            poll: false,
+            poll_interval: Duration::from_millis(DEFAULT_POLL_INTERVAL_MS),
+            debounce: Duration::from_millis(DEFAULT_DEBOUNCE_MS),
+            settle: Duration::from_millis(DEFAULT_SETTLE_MS),
+        }
+    }
 }
 
 /// When the scope index over the policy set is used (see `engine::index`).
@@ -95,7 +125,24 @@ pub enum PolicyIndexMode {
 }
 
 impl BundleConfig {
-    /// Lists every path that belongs to the bundle, for the watcher and for messages.
+    /// Describes a bundle of these three paths, with the defaults of the config file for
+    /// everything else.
+    pub fn new(policies: PathBuf, schema: PathBuf, entities: PathBuf) -> Self {
+        Self {
+            policies,
+            schema,
+            entities,
+            regions: None,
+            links: None,
+            allow_empty_policies: false,
+            reload: ReloadConfig::default(),
+            policy_index: PolicyIndexMode::default(),
+        }
+    }
+
+    /// Lists every file and folder that belongs to the bundle. The watcher, the poll scan
+    /// and the stability check of a reload look at these paths only, so a new bundle file
+    /// must be listed here to be reloaded.
     pub fn paths(&self) -> Vec<&Path> {
         let mut paths = vec![
             self.policies.as_path(),
@@ -295,10 +342,18 @@ struct RawBundle {
     entities: PathBuf,
     regions: Option<PathBuf>,
     links: Option<PathBuf>,
+    #[serde(default)]
+    allow_empty_policies: bool,
     #[serde(default = "default_true")]
     watch: bool,
+    #[serde(default)]
+    poll: bool,
+    #[serde(default = "default_poll_interval_ms")]
+    poll_interval_ms: u64,
     #[serde(default = "default_debounce_ms")]
     debounce_ms: u64,
+    #[serde(default = "default_settle_ms")]
+    settle_ms: u64,
     #[serde(default)]
     policy_index: PolicyIndexMode,
 }
@@ -306,9 +361,21 @@ struct RawBundle {
 fn default_true() -> bool {
     true
 }
+const DEFAULT_DEBOUNCE_MS: u64 = 100;
 fn default_debounce_ms() -> u64 {
-    100
+    DEFAULT_DEBOUNCE_MS
 }
+const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
+fn default_poll_interval_ms() -> u64 {
+    DEFAULT_POLL_INTERVAL_MS
+}
+const DEFAULT_SETTLE_MS: u64 = 50;
+fn default_settle_ms() -> u64 {
+    DEFAULT_SETTLE_MS
+}
+/// Upper bound for the reload timings: a longer wait is almost certainly a typo, such as
+/// seconds given as milliseconds multiplied again.
+const MAX_RELOAD_WAIT_MS: u64 = 600_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -440,14 +507,15 @@ impl Config {
 
         let mut problems = Vec::new();
         let server = validate_server(raw.server, &mut problems);
+        let reload = validate_reload(&raw.bundle, &mut problems);
         let bundle = BundleConfig {
             policies: base.join(raw.bundle.policies),
             schema: base.join(raw.bundle.schema),
             entities: base.join(raw.bundle.entities),
             regions: raw.bundle.regions.map(|r| base.join(r)),
             links: raw.bundle.links.map(|l| base.join(l)),
-            watch: raw.bundle.watch,
-            debounce: Duration::from_millis(raw.bundle.debounce_ms),
+            allow_empty_policies: raw.bundle.allow_empty_policies,
+            reload,
             policy_index: raw.bundle.policy_index,
         };
         let decision = validate_decision(raw.decision, &mut problems);
@@ -535,6 +603,28 @@ pub fn parse_network(text: &str, key: &str, problems: &mut Vec<String>) -> Optio
         "{key}: `{text}` is not a network such as `10.0.0.0/8` or an address such as `10.0.0.1`"
     ));
     None
+}
+
+fn validate_reload(raw: &RawBundle, problems: &mut Vec<String>) -> ReloadConfig {
+    let timings = [
+        ("poll_interval_ms", raw.poll_interval_ms, 10),
+        ("debounce_ms", raw.debounce_ms, 0),
+        ("settle_ms", raw.settle_ms, 0),
+    ];
+    for (key, value, min) in timings {
+        if !(min..=MAX_RELOAD_WAIT_MS).contains(&value) {
+            problems.push(format!(
+                "bundle.{key}: `{value}` is out of range; use {min} to {MAX_RELOAD_WAIT_MS} milliseconds"
+            ));
+        }
+    }
+    ReloadConfig {
+        watch: raw.watch,
+        poll: raw.poll,
+        poll_interval: Duration::from_millis(raw.poll_interval_ms),
+        debounce: Duration::from_millis(raw.debounce_ms),
+        settle: Duration::from_millis(raw.settle_ms),
+    }
 }
 
 fn validate_decision(raw: RawDecision, problems: &mut Vec<String>) -> DecisionConfig {

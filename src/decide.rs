@@ -64,9 +64,37 @@ const SYSTEM_CLOCK: i64 = i64::MIN;
 pub struct ReloadStatus {
     pub succeeded: u64,
     pub failed: u64,
+    /// When the last reload finished, whatever its result.
+    pub last_reload_at: Option<String>,
     /// The last failed reload, cleared by the next successful one. While it is set, the
     /// server is serving a bundle older than the files on disk.
     pub last_error: Option<ReloadFailure>,
+    pub watch: WatchStatus,
+}
+
+/// How the server notices changed files: the mode in use, and why it is not the
+/// configured one.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WatchStatus {
+    pub mode: WatchMode,
+    /// The scan interval in poll mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_interval_ms: Option<u64>,
+    /// Why the file system event watcher failed, when the server fell back to polling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// File system events (inotify on Linux).
+    Notify,
+    /// Scanning the files at an interval.
+    Poll,
+    /// No watching: only `SIGHUP` reloads.
+    #[default]
+    Off,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -173,6 +201,7 @@ impl Pdp {
     pub fn record_reload_success(&self) {
         if let Ok(mut status) = self.reload.lock() {
             status.succeeded += 1;
+            status.last_reload_at = Some(jiff::Timestamp::now().to_string());
             status.last_error = None;
         }
     }
@@ -180,11 +209,20 @@ impl Pdp {
     /// Records a failed reload; the current snapshot keeps serving.
     pub fn record_reload_failure(&self, diagnostics: Vec<Diagnostic>) {
         if let Ok(mut status) = self.reload.lock() {
+            let now = jiff::Timestamp::now().to_string();
             status.failed += 1;
+            status.last_reload_at = Some(now.clone());
             status.last_error = Some(ReloadFailure {
-                at: jiff::Timestamp::now().to_string(),
+                at: now,
                 diagnostics,
             });
+        }
+    }
+
+    /// Records how the server watches the files, for the status route.
+    pub fn record_watch_status(&self, watch: WatchStatus) {
+        if let Ok(mut status) = self.reload.lock() {
+            status.watch = watch;
         }
     }
 

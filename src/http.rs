@@ -347,8 +347,13 @@ async fn status(State(pdp): State<Arc<Pdp>>) -> Response {
     axum::Json(json!({
         "bundle": bundle,
         "stale": reload.last_error.is_some(),
-        "reloads": { "succeeded": reload.succeeded, "failed": reload.failed },
+        "reloads": {
+            "succeeded": reload.succeeded,
+            "failed": reload.failed,
+            "last_at": reload.last_reload_at,
+        },
         "last_reload_error": reload.last_error,
+        "watch": reload.watch,
     }))
     .into_response()
 }

@@ -107,20 +107,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
-    let hangup = tokio::spawn(crate::reload::reload_on_hangup(
+    let reloads = tokio::spawn(crate::reload::run(
         Arc::clone(&pdp),
         crate::reload::hangup_signal(),
         shutdown.clone(),
     ));
-    let watcher = pdp.config.bundle.watch.then(|| {
-        let pdp = Arc::clone(&pdp);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(err) = crate::reload::watch(pdp, shutdown).await {
-                tracing::error!(error = %err, "file watcher stopped; hot reload is off");
-            }
-        })
-    });
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "listening");
     }
@@ -203,13 +194,7 @@ pub async fn run(
     }
     shutdown.cancel();
     // A reload in progress finishes on its own; stopping does not wait for it for long.
-    let background = async {
-        let _ = hangup.await;
-        if let Some(watcher) = watcher {
-            let _ = watcher.await;
-        }
-    };
-    if tokio::time::timeout(BACKGROUND_STOP_LIMIT, background)
+    if tokio::time::timeout(BACKGROUND_STOP_LIMIT, reloads)
         .await
         .is_err()
     {
@@ -265,7 +250,7 @@ impl Throttle {
     }
 }
 
-/// How long stopping waits for the watcher and the `SIGHUP` task to end.
+/// How long stopping waits for the reload task to end.
 const BACKGROUND_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// Pause after a failed `accept`, such as one for lack of file descriptors.

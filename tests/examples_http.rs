@@ -386,8 +386,8 @@ fn unserved_apps_rejected_by_loader() {
             entities: entities.clone(),
             regions: None,
             links: None,
-            watch: false,
-            debounce: std::time::Duration::from_millis(50),
+            allow_empty_policies: false,
+            reload: cedargate::config::ReloadConfig::default(),
             policy_index: cedargate::config::PolicyIndexMode::On,
         });
 

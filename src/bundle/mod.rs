@@ -3,6 +3,7 @@
 //! with a content revision. Knows nothing of HTTP, the CLI or tokens.
 
 pub mod diagnostics;
+pub mod fingerprint;
 mod links;
 pub mod regions;
 pub mod schema_types;
@@ -19,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::BundleConfig;
 pub use diagnostics::{Diagnostic, Severity};
+pub use fingerprint::{Fingerprint, fingerprint};
 pub use regions::RegionTable;
 pub use schema_types::SchemaTypes;
 
@@ -131,16 +133,7 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
     validate_policies(&schema, &policies, &policy_info, &sources, &mut diagnostics);
     // Templates alone never apply, so only static and linked policies count here.
     if policies.policies().next().is_none() {
-        diagnostics.push(
-            Diagnostic::error(
-                Some(&config.policies),
-                "no policies found: every request would be denied",
-            )
-            .with_help(Some(
-                "add `*.cedar` files; an empty policy set is refused so that a failed deploy cannot deny everything"
-                    .into(),
-            )),
-        );
+        diagnostics.push(empty_policies(config));
     }
 
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
@@ -171,6 +164,26 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
         bundle,
         diagnostics,
     }
+}
+
+/// Reports a bundle without policies, which denies every request. It is an error unless
+/// `bundle.allow_empty_policies` is set, so a deploy that lost its policy files cannot
+/// silently replace a working bundle.
+fn empty_policies(config: &BundleConfig) -> Diagnostic {
+    let path = Some(config.policies.as_path());
+    if config.allow_empty_policies {
+        return Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(
+                path,
+                "no policies found: every request is denied (`bundle.allow_empty_policies` is set)",
+            )
+        };
+    }
+    Diagnostic::error(path, "no policies found: every request would be denied").with_help(Some(
+        "add `*.cedar` files, or set `bundle.allow_empty_policies = true` if denying everything is intended"
+            .into(),
+    ))
 }
 
 /// Files read so far, with their contents, for the revision hash.
