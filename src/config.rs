@@ -43,9 +43,39 @@ pub struct Config {
     pub decision: DecisionConfig,
     pub issuers: Vec<IssuerConfig>,
     pub leeway: Duration,
+    /// Token limits, the verification cache and fetching of remote key sets.
+    pub tokens: TokensConfig,
     /// The default principal mapping, for tokens of issuers without their own. Absent when
     /// every issuer has its own mapping, or when no issuer is configured.
     pub principal: Option<PrincipalConfig>,
+}
+
+/// Settings of the token stage beyond the issuers themselves.
+#[derive(Debug, Clone)]
+pub struct TokensConfig {
+    /// Tokens longer than this are rejected before any decoding.
+    pub max_token_bytes: usize,
+    /// Maximum number of verified tokens kept in the verification cache; 0 turns it off.
+    pub cache_max_entries: usize,
+    pub jwks: JwksFetchConfig,
+}
+
+/// How remote JWK Sets (`jwks_url` and `discovery` keys) are fetched and cached.
+#[derive(Debug, Clone)]
+pub struct JwksFetchConfig {
+    /// Lower bound of the refresh interval that the provider's `Cache-Control` sets, and
+    /// the interval when it sets none.
+    pub refresh_min: Duration,
+    /// Upper bound of the refresh interval.
+    pub refresh_max: Duration,
+    /// Minimum time between two fetches caused by tokens with an unknown `kid`.
+    pub refetch_interval: Duration,
+    /// Keys not confirmed by a successful fetch for this long are no longer used.
+    pub max_age: Duration,
+    /// Time limit of one HTTP request to the provider.
+    pub timeout: Duration,
+    /// PEM file of extra root certificates, for providers behind a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -230,6 +260,11 @@ pub enum KeySource {
     SecretFile { path: PathBuf, kid: Option<String> },
     /// An HMAC secret read from an environment variable.
     SecretEnv { var: String, kid: Option<String> },
+    /// A JSON Web Key Set fetched over HTTPS (or HTTP to a loopback address) and
+    /// refreshed while the server runs.
+    JwksUrl { url: url::Url },
+    /// An OpenID Connect discovery document whose `jwks_uri` names the key set.
+    Discovery { url: url::Url },
 }
 
 /// Location of a claim in the token: a list of object keys from the top.
@@ -395,23 +430,39 @@ fn default_time_zone() -> String {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct RawTokens {
-    #[serde(default = "default_leeway")]
     leeway_seconds: u64,
+    max_token_bytes: usize,
+    cache_max_entries: usize,
+    jwks_refresh_min_seconds: u64,
+    jwks_refresh_max_seconds: u64,
+    jwks_refetch_interval_seconds: u64,
+    jwks_max_age_seconds: u64,
+    jwks_timeout_ms: u64,
+    jwks_ca_file: Option<PathBuf>,
 }
 
 impl Default for RawTokens {
     fn default() -> Self {
         Self {
             leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            // Real access tokens are a few kilobytes at most.
+            max_token_bytes: 16 * 1024,
+            cache_max_entries: 10_000,
+            jwks_refresh_min_seconds: 60,
+            jwks_refresh_max_seconds: 3_600,
+            jwks_refetch_interval_seconds: 30,
+            jwks_max_age_seconds: 24 * 3_600,
+            jwks_timeout_ms: 3_000,
+            jwks_ca_file: None,
         }
     }
 }
 
-fn default_leeway() -> u64 {
-    DEFAULT_LEEWAY_SECONDS
-}
+/// Upper bound of `tokens.max_token_bytes`; HTTP servers and proxies reject larger
+/// headers anyway.
+const MAX_TOKEN_BYTES_LIMIT: usize = 1024 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -434,7 +485,18 @@ struct RawKey {
     jwks: Option<PathBuf>,
     secret_file: Option<PathBuf>,
     secret_env: Option<String>,
+    jwks_url: Option<String>,
+    discovery: Option<RawDiscovery>,
     kid: Option<String>,
+}
+
+/// `discovery = true` reads `<iss>/.well-known/openid-configuration`; a string names the
+/// document's URL.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDiscovery {
+    FromIssuer(bool),
+    Url(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,6 +593,7 @@ impl Config {
             })
             .collect::<Vec<_>>();
         check_unique_issuers(&issuers, &mut problems);
+        let tokens = validate_tokens(&raw.tokens, base, &mut problems);
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
@@ -545,6 +608,7 @@ impl Config {
             decision,
             issuers,
             leeway: Duration::from_secs(raw.tokens.leeway_seconds),
+            tokens,
             principal,
         })
     }
@@ -687,7 +751,7 @@ fn validate_issuer(
         .collect::<Vec<_>>();
     if raw.keys.is_empty() {
         problems.push(format!(
-            "{key}.keys: list at least one key (`pem`, `jwks`, `secret_file` or `secret_env`)"
+            "{key}.keys: list at least one key (`pem`, `jwks`, `jwks_url`, `discovery`, `secret_file` or `secret_env`)"
         ));
     }
     let keys = raw
@@ -695,7 +759,8 @@ fn validate_issuer(
         .into_iter()
         .enumerate()
         .filter_map(|(key_index, raw_key)| {
-            validate_key(&format!("{key}.keys[{key_index}]"), raw_key, base, problems)
+            let key = format!("{key}.keys[{key_index}]");
+            validate_key(&key, raw_key, &raw.issuer, base, problems)
         })
         .collect();
 
@@ -723,9 +788,67 @@ fn validate_issuer(
 fn validate_key(
     key: &str,
     raw: RawKey,
+    iss: &str,
     base: &Path,
     problems: &mut Vec<String>,
 ) -> Option<KeySource> {
+    let remote = match (raw.jwks_url, raw.discovery) {
+        (None, None) => None,
+        (Some(url), None) => Some(("jwks_url", url, false)),
+        (None, Some(RawDiscovery::Url(url))) => Some(("discovery", url, true)),
+        (None, Some(RawDiscovery::FromIssuer(true))) => {
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                iss.trim_end_matches('/')
+            );
+            Some(("discovery", url, true))
+        }
+        (None, Some(RawDiscovery::FromIssuer(false))) => {
+            problems.push(format!(
+                "{key}.discovery: `false` names no key source; remove the entry or set `true`"
+            ));
+            return None;
+        }
+        (Some(_), Some(_)) => {
+            problems.push(format!(
+                "{key}: set exactly one of `pem`, `jwks`, `jwks_url`, `discovery`, `secret_file` and `secret_env`"
+            ));
+            return None;
+        }
+    };
+    if let Some((name, text, discovery)) = remote {
+        let local = [
+            raw.pem.is_some(),
+            raw.jwks.is_some(),
+            raw.secret_file.is_some(),
+            raw.secret_env.is_some(),
+        ];
+        if local.contains(&true) {
+            problems.push(format!(
+                "{key}: set exactly one of `pem`, `jwks`, `jwks_url`, `discovery`, `secret_file` and `secret_env`"
+            ));
+            return None;
+        }
+        if raw.kid.is_some() {
+            problems.push(format!(
+                "{key}.kid: a remote key set names its keys itself; remove `kid`"
+            ));
+            return None;
+        }
+        let url = match parse_key_url(&text) {
+            Ok(url) => url,
+            Err(message) => {
+                problems.push(format!("{key}.{name}: `{text}` {message}"));
+                return None;
+            }
+        };
+        return Some(if discovery {
+            KeySource::Discovery { url }
+        } else {
+            KeySource::JwksUrl { url }
+        });
+    }
+
     let source = match (raw.pem, raw.jwks, raw.secret_file, raw.secret_env) {
         (Some(path), None, None, None) => KeySource::Pem {
             path: base.join(path),
@@ -749,12 +872,91 @@ fn validate_key(
         (None, None, None, Some(var)) => KeySource::SecretEnv { var, kid: raw.kid },
         _ => {
             problems.push(format!(
-                "{key}: set exactly one of `pem`, `jwks`, `secret_file` and `secret_env`"
+                "{key}: set exactly one of `pem`, `jwks`, `jwks_url`, `discovery`, `secret_file` and `secret_env`"
             ));
             return None;
         }
     };
     Some(source)
+}
+
+/// Parses the URL of a remote key set or discovery document. Keys fetched over plain
+/// HTTP could be replaced on the way, so HTTPS is required unless the host is a loopback
+/// address written as an IP literal (`127.0.0.1`, `[::1]`), which never leaves the machine.
+/// `localhost` is not accepted in its place, because a name can resolve elsewhere.
+pub fn parse_key_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|err| format!("is not a URL: {err}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&url) => {}
+        "http" => {
+            return Err(
+                "uses plain HTTP; use `https://`, which is required except for loopback addresses such as `127.0.0.1`".into(),
+            );
+        }
+        scheme => return Err(format!("has the scheme `{scheme}`; use `https://`")),
+    }
+    if url.host().is_none() {
+        return Err("has no host".into());
+    }
+    // Credentials in the URL would appear in logs and on the status route.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("contains credentials; remove the `user:password@` part".into());
+    }
+    Ok(url)
+}
+
+/// Returns whether the URL's host is a loopback IP literal.
+pub fn is_loopback_host(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        _ => false,
+    }
+}
+
+fn validate_tokens(raw: &RawTokens, base: &Path, problems: &mut Vec<String>) -> TokensConfig {
+    if raw.max_token_bytes == 0 || raw.max_token_bytes > MAX_TOKEN_BYTES_LIMIT {
+        problems.push(format!(
+            "tokens.max_token_bytes: must be from 1 to {MAX_TOKEN_BYTES_LIMIT}"
+        ));
+    }
+    let min = raw.jwks_refresh_min_seconds;
+    let max = raw.jwks_refresh_max_seconds;
+    if min == 0 {
+        problems.push("tokens.jwks_refresh_min_seconds: must be at least 1".to_owned());
+    }
+    if max < min {
+        problems.push(format!(
+            "tokens.jwks_refresh_max_seconds: {max} is below `jwks_refresh_min_seconds` ({min})"
+        ));
+    }
+    if raw.jwks_refetch_interval_seconds == 0 {
+        problems.push("tokens.jwks_refetch_interval_seconds: must be at least 1, so that tokens with made-up `kid` values cannot flood the provider".to_owned());
+    }
+    // Keys must outlive the longest refresh interval, or they would expire between two
+    // successful fetches while the provider is up.
+    if raw.jwks_max_age_seconds < max {
+        problems.push(format!(
+            "tokens.jwks_max_age_seconds: {} is below `jwks_refresh_max_seconds` ({max}); keys would expire between refreshes",
+            raw.jwks_max_age_seconds
+        ));
+    }
+    if raw.jwks_timeout_ms == 0 {
+        problems.push("tokens.jwks_timeout_ms: must be at least 1".to_owned());
+    }
+    TokensConfig {
+        max_token_bytes: raw.max_token_bytes,
+        cache_max_entries: raw.cache_max_entries,
+        jwks: JwksFetchConfig {
+            refresh_min: Duration::from_secs(min),
+            refresh_max: Duration::from_secs(max),
+            refetch_interval: Duration::from_secs(raw.jwks_refetch_interval_seconds),
+            max_age: Duration::from_secs(raw.jwks_max_age_seconds),
+            timeout: Duration::from_millis(raw.jwks_timeout_ms),
+            ca_file: raw.jwks_ca_file.as_ref().map(|path| base.join(path)),
+        },
+    }
 }
 
 fn check_unique_issuers(issuers: &[IssuerConfig], problems: &mut Vec<String>) {

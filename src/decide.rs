@@ -174,6 +174,19 @@ impl Pdp {
         })
     }
 
+    /// Returns the token verifier, with its key status, cache and failure counts.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// Loads remote keys that a bearer token needs before [`Pdp::decide`] runs; see
+    /// [`Verifier::load_keys_for`].
+    pub async fn load_keys_for(&self, credential: Credential<'_>) {
+        if let Credential::Bearer(token) = credential {
+            self.verifier.load_keys_for(token).await;
+        }
+    }
+
     /// Returns the time decisions are made at: the system clock, unless a fixed time is set.
     pub fn now(&self) -> jiff::Timestamp {
         match self.fixed_time_ms.load(Ordering::Relaxed) {
@@ -252,7 +265,18 @@ impl Pdp {
             &mut log,
         );
         log.emit(&answer, Some(meta.client_ip), started);
+        self.count_token_failure(&answer);
         answer
+    }
+
+    /// Counts an answer that rejected the credential, by its reason code.
+    fn count_token_failure(&self, answer: &Answer) {
+        let Some(error) = &answer.error else {
+            return;
+        };
+        if answer.deny == Some(DenyKind::TokenInvalid) || error.code == "keys_unavailable" {
+            self.verifier.failures().record(&error.code);
+        }
     }
 
     /// Builds and logs a deny for a request rejected before the data path could run, such
@@ -264,6 +288,7 @@ impl Pdp {
             .snapshot()
             .map(|snapshot| snapshot.bundle.revision.clone());
         LogFields::default().emit(&answer, client_ip, started);
+        self.count_token_failure(&answer);
         answer
     }
 
@@ -323,11 +348,16 @@ impl Pdp {
                 return Err((DenyKind::TokenInvalid, error));
             }
             Credential::Bearer(token) => {
-                verified = self
-                    .verify(token, meta)
-                    .map_err(|err| (DenyKind::TokenInvalid, token_error(&err)))?;
+                verified = self.verify(token, meta).map_err(|err| {
+                    // Missing keys are the server's problem, not the token's.
+                    let kind = match err {
+                        TokenError::KeysUnavailable(_) => DenyKind::Unavailable,
+                        _ => DenyKind::TokenInvalid,
+                    };
+                    (kind, token_error(&err))
+                })?;
                 log.issuer = Some(verified.issuer_name.clone());
-                &verified.claims
+                verified.claims.as_ref()
             }
         };
         log.subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);

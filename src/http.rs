@@ -106,6 +106,7 @@ async fn authorize(
         Ok(credential) => credential,
         Err(error) => return reject(StatusCode::UNAUTHORIZED, DenyKind::TokenInvalid, error),
     };
+    pdp.load_keys_for(credential).await;
     answer_response(pdp.decide(credential, &body, &meta))
 }
 
@@ -319,15 +320,24 @@ async fn healthz() -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
+/// Ready once a bundle is loaded and every remote key set has been fetched once. Keys
+/// that expire later while a provider is down do not make the server unready, because
+/// the other issuers still work; `/status` shows them.
 async fn readyz(State(pdp): State<Arc<Pdp>>) -> Response {
+    let waiting = pdp.verifier().issuers_waiting_for_keys();
     match pdp.snapshot() {
-        Some(snapshot) => {
+        Some(snapshot) if waiting.is_empty() => {
             axum::Json(json!({ "ready": true, "revision": snapshot.bundle.revision }))
                 .into_response()
         }
-        None => (
+        snapshot => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "ready": false, "decision": "deny" })),
+            axum::Json(json!({
+                "ready": false,
+                "decision": "deny",
+                "bundle_loaded": snapshot.is_some(),
+                "issuers_waiting_for_keys": waiting,
+            })),
         )
             .into_response(),
     }
@@ -354,6 +364,11 @@ async fn status(State(pdp): State<Arc<Pdp>>) -> Response {
         },
         "last_reload_error": reload.last_error,
         "watch": reload.watch,
+        "tokens": {
+            "issuers": pdp.verifier().issuer_status(),
+            "failures": pdp.verifier().failures().snapshot(),
+            "cache": pdp.verifier().cache_stats(),
+        },
     }))
     .into_response()
 }

@@ -112,6 +112,7 @@ pub async fn run(
         crate::reload::hangup_signal(),
         shutdown.clone(),
     ));
+    let key_refresh = tokio::spawn(pdp.verifier().refresh_keys(shutdown.clone()));
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "listening");
     }
@@ -194,7 +195,11 @@ pub async fn run(
     }
     shutdown.cancel();
     // A reload in progress finishes on its own; stopping does not wait for it for long.
-    if tokio::time::timeout(BACKGROUND_STOP_LIMIT, reloads)
+    let background = async {
+        let _ = reloads.await;
+        let _ = key_refresh.await;
+    };
+    if tokio::time::timeout(BACKGROUND_STOP_LIMIT, background)
         .await
         .is_err()
     {

@@ -6,8 +6,18 @@
 //! about trust in this file. The algorithm must be one the issuer allows and must fit the
 //! key type. Keys come only from configuration, never from `jku`, `x5u` or an embedded
 //! `jwk`. `exp` may be fractional, and `aud` may be a string or an array.
+//!
+//! Keys come from files, read at start, or from remote key sets ([`remote`]) that are
+//! fetched and refreshed while the server runs. Tokens that pass are kept in a bounded
+//! verification cache ([`cache`]), so a repeated token skips the signature check.
 
+mod cache;
+mod remote;
+
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -17,8 +27,15 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, IssuerConfig, KeySource, parse_algorithm};
 
-/// Tokens longer than this are rejected before any decoding. Real access tokens are a
-/// few kilobytes at most; the limit keeps a hostile header from costing memory.
+pub use cache::CacheStats;
+pub use remote::{ClientError, KeyState, RemoteStatus};
+
+use cache::{CachedToken, VerifyCache};
+use remote::{Fetcher, Location, RemoteKeySet};
+
+/// Default of `tokens.max_token_bytes`: tokens longer than this are rejected before any
+/// decoding. Real access tokens are a few kilobytes at most; the limit keeps a hostile
+/// header from costing memory.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// Reason a token was rejected. Each kind has a stable reason code for API responses.
@@ -26,6 +43,8 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub enum TokenError {
     #[error("malformed token: {0}")]
     Malformed(String),
+    #[error("token has {length} bytes, more than the limit of {limit} (`tokens.max_token_bytes`)")]
+    TooLarge { length: usize, limit: usize },
     #[error("{0}")]
     DisallowedAlgorithm(String),
     #[error("{0}")]
@@ -40,6 +59,10 @@ pub enum TokenError {
     NotYetValid { nbf: f64, leeway: u64 },
     #[error("{0}")]
     BadAudience(String),
+    /// The issuer's remote keys are not available: not fetched yet, or expired while the
+    /// provider was down. Not the token's fault, so the server answers 503.
+    #[error("{0}")]
+    KeysUnavailable(String),
 }
 
 /// Writes a NumericDate as seconds with its RFC 3339 time, or as a short number when it
@@ -59,6 +82,7 @@ impl TokenError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed",
+            Self::TooLarge { .. } => "token_too_large",
             Self::DisallowedAlgorithm(_) => "disallowed_algorithm",
             Self::BadIssuer(_) => "bad_issuer",
             Self::UnknownKey(_) => "unknown_key",
@@ -66,6 +90,7 @@ impl TokenError {
             Self::Expired { .. } => "expired",
             Self::NotYetValid { .. } => "not_yet_valid",
             Self::BadAudience(_) => "bad_audience",
+            Self::KeysUnavailable(_) => "keys_unavailable",
         }
     }
 }
@@ -87,6 +112,8 @@ pub enum KeyError {
     MissingEnv { var: String },
     #[error("issuer `{issuer}`: {message}")]
     Issuer { issuer: String, message: String },
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 /// The key types that the supported algorithms need.
@@ -129,6 +156,11 @@ impl KeyType {
 
 /// One verification key of an issuer.
 struct Key {
+    /// Identity of this key within the process; cached verifications name it.
+    id: u64,
+    /// The key's JWK or PEM text, by which a refreshed key set is matched to the keys
+    /// already loaded.
+    fingerprint: String,
     kid: Option<String>,
     key_type: KeyType,
     /// The `alg` a JWK pins the key to, if it names one.
@@ -138,18 +170,39 @@ struct Key {
     decoding: DecodingKey,
 }
 
+/// Source of [`Key::id`].
+static NEXT_KEY_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_key_id() -> u64 {
+    NEXT_KEY_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 struct Issuer {
     name: String,
     iss: String,
     audiences: Vec<String>,
     algorithms: Vec<Algorithm>,
-    keys: Vec<Key>,
+    /// Keys from files and environment variables, fixed at start.
+    keys: Vec<Arc<Key>>,
+    remote: Vec<Arc<RemoteKeySet>>,
 }
 
-/// The configured issuers with their loaded keys.
+/// The keys an issuer can verify with right now.
+struct CurrentKeys {
+    keys: Vec<Arc<Key>>,
+    /// Why remote sources of the issuer have no usable keys, one line each.
+    unavailable: Vec<String>,
+}
+
+/// The configured issuers with their keys, the verification cache and the failure counts.
 pub struct Verifier {
     issuers: Vec<Issuer>,
     leeway_seconds: u64,
+    max_token_bytes: usize,
+    cache: Arc<VerifyCache>,
+    /// Present when an issuer has remote key sets.
+    fetcher: Option<Arc<Fetcher>>,
+    failures: FailureCounts,
 }
 
 /// A token that passed every check.
@@ -157,7 +210,49 @@ pub struct Verifier {
 pub struct VerifiedToken {
     /// The configured name of the issuer that verified it.
     pub issuer_name: String,
-    pub claims: Map<String, Value>,
+    /// Position of that issuer in `Config::issuers`, for per-issuer settings.
+    pub issuer_index: usize,
+    pub claims: Arc<Map<String, Value>>,
+}
+
+/// Counts of rejected tokens by reason code, for the status route and metrics.
+#[derive(Default)]
+pub struct FailureCounts {
+    counts: Mutex<BTreeMap<String, u64>>,
+}
+
+impl FailureCounts {
+    /// Counts one rejection with the reason `code`.
+    pub fn record(&self, code: &str) {
+        let mut counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match counts.get_mut(code) {
+            Some(count) => *count += 1,
+            None => {
+                counts.insert(code.to_owned(), 1);
+            }
+        }
+    }
+
+    /// Returns the count of each reason code seen so far.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Key status of one issuer, as the status route shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuerStatus {
+    pub name: String,
+    pub issuer: String,
+    /// Number of keys from files and environment variables.
+    pub static_keys: usize,
+    pub remote: Vec<RemoteStatus>,
 }
 
 impl VerifiedToken {
@@ -179,9 +274,18 @@ impl Verifier {
             .iter()
             .map(load_issuer)
             .collect::<Result<Vec<_>, _>>()?;
+        let fetcher = if issuers.iter().any(|issuer| !issuer.remote.is_empty()) {
+            Some(Arc::new(Fetcher::new(&config.tokens.jwks)?))
+        } else {
+            None
+        };
         Ok(Self {
             issuers,
             leeway_seconds: config.leeway.as_secs(),
+            max_token_bytes: config.tokens.max_token_bytes,
+            cache: Arc::new(VerifyCache::new(config.tokens.cache_max_entries)),
+            fetcher,
+            failures: FailureCounts::default(),
         })
     }
 
@@ -190,8 +294,235 @@ impl Verifier {
         self.verify_at(token, unix_now())
     }
 
-    /// Verifies `token` as if the time were `now` (unix seconds).
+    /// Verifies `token` as if the time were `now` (unix seconds). A token verified before
+    /// is answered from the cache while its times and its key are still valid.
     pub fn verify_at(&self, token: &str, now: f64) -> Result<VerifiedToken, TokenError> {
+        // The size is checked before anything else, hashing included.
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge {
+                length: token.len(),
+                limit: self.max_token_bytes,
+            });
+        }
+        let digest = self.cache.digest(token);
+        if let Some(digest) = &digest
+            && let Some(entry) = self.cache.get(digest, |entry| self.still_valid(entry, now))
+        {
+            return Ok(entry.token.clone());
+        }
+
+        let (verified, key_id, exp, nbf) = self.verify_uncached(token, now)?;
+        if let Some(digest) = digest {
+            let entry = CachedToken {
+                token: verified.clone(),
+                key_id,
+                exp,
+                nbf,
+            };
+            self.cache.insert(digest, entry);
+        }
+        Ok(verified)
+    }
+
+    /// Returns whether a cached verification holds at `now`: the same time checks as
+    /// [`check_times`], and the key is still one the issuer verifies with.
+    fn still_valid(&self, entry: &CachedToken, now: f64) -> bool {
+        let leeway = self.leeway_seconds as f64;
+        if now >= entry.exp + leeway || entry.nbf.is_some_and(|nbf| now + leeway < nbf) {
+            return false;
+        }
+        let Some(issuer) = self.issuers.get(entry.token.issuer_index) else {
+            return false;
+        };
+        self.current_keys(issuer)
+            .keys
+            .iter()
+            .any(|key| key.id == entry.key_id)
+    }
+
+    /// Returns the counts of rejected tokens by reason.
+    pub fn failures(&self) -> &FailureCounts {
+        &self.failures
+    }
+
+    /// Returns the counters of the verification cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Returns the key status of every issuer.
+    pub fn issuer_status(&self) -> Vec<IssuerStatus> {
+        let max_age = self.max_age();
+        self.issuers
+            .iter()
+            .map(|issuer| IssuerStatus {
+                name: issuer.name.clone(),
+                issuer: issuer.iss.clone(),
+                static_keys: issuer.keys.len(),
+                remote: issuer
+                    .remote
+                    .iter()
+                    .map(|set| set.status(max_age))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Returns the issuers whose remote key sets have never been fetched; the server is
+    /// not ready while there are any.
+    pub fn issuers_waiting_for_keys(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter(|issuer| issuer.remote.iter().any(|set| !set.has_loaded()))
+            .map(|issuer| issuer.name.clone())
+            .collect()
+    }
+
+    /// Runs the background refresh of every remote key set until `shutdown` is
+    /// cancelled. The first fetch of each starts at once.
+    pub fn refresh_keys(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let jobs: Vec<_> = self
+            .remote_sets()
+            .filter_map(|set| {
+                let fetcher = Arc::clone(self.fetcher.as_ref()?);
+                Some((Arc::clone(set), fetcher, Arc::clone(&self.cache)))
+            })
+            .collect();
+        async move {
+            let tasks: Vec<_> = jobs
+                .into_iter()
+                .map(|(set, fetcher, cache)| {
+                    tokio::spawn(remote::refresh_loop(set, fetcher, cache, shutdown.clone()))
+                })
+                .collect();
+            for task in tasks {
+                let _ = task.await;
+            }
+        }
+    }
+
+    /// Fetches every remote key set once, for one-off commands such as `cedargate
+    /// authorize` that run no background refresh.
+    pub async fn fetch_keys_once(&self) {
+        let Some(fetcher) = &self.fetcher else {
+            return;
+        };
+        for set in self.remote_sets() {
+            if let Some(outcome) = set.fetch(fetcher).await {
+                self.cache.remove_keys(&outcome.removed_key_ids);
+            }
+        }
+    }
+
+    /// Makes sure the keys that `token` needs are loaded before it is verified: when its
+    /// `kid` is not among its issuer's keys, or a remote set of that issuer has no usable
+    /// keys, the issuer's remote sets are fetched again. Such a fetch happens at most once
+    /// per `tokens.jwks_refetch_interval_seconds` for each set, so tokens with made-up
+    /// `kid` values cannot flood the provider. Within that interval, a fetch already
+    /// running is waited for. Returns at once for tokens of issuers without remote sets.
+    pub async fn load_keys_for(&self, token: &str) {
+        let Some(fetcher) = &self.fetcher else {
+            return;
+        };
+        let sets = self.sets_to_refetch(token);
+        for set in sets {
+            let settings = &fetcher.settings;
+            if set.take_demand_slot(settings.refetch_interval) {
+                tracing::info!(
+                    issuer = %set.issuer_name,
+                    "a token needs a key this issuer's key set lacks; fetching the set again"
+                );
+                let fetch = remote::fetch_and_purge(
+                    Arc::clone(&set),
+                    Arc::clone(fetcher),
+                    Arc::clone(&self.cache),
+                );
+                // The fetch runs as its own task, so that it completes and counts even
+                // when this request is cancelled.
+                let task = tokio::spawn(fetch);
+                let limit = settings.timeout.saturating_mul(2);
+                let _ = tokio::time::timeout(limit, task).await;
+            } else {
+                let _ = tokio::time::timeout(settings.timeout, set.wait_for_running_fetch()).await;
+            }
+        }
+    }
+
+    /// Returns the remote sets that a fetch might give the key `token` needs; none when
+    /// the token is unreadable (verification rejects it) or its key is at hand.
+    fn sets_to_refetch(&self, token: &str) -> Vec<Arc<RemoteKeySet>> {
+        if token.len() > self.max_token_bytes {
+            return Vec::new();
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
+            return Vec::new();
+        };
+        let Ok(header) = decode_json_object(header, "header") else {
+            return Vec::new();
+        };
+        let kid = header.get("kid").and_then(Value::as_str);
+        let Ok(claims) = decode_json_object(payload, "payload") else {
+            return Vec::new();
+        };
+        let Some(issuer) = claims
+            .get("iss")
+            .and_then(Value::as_str)
+            .and_then(|iss| self.issuers.iter().find(|issuer| issuer.iss == iss))
+        else {
+            return Vec::new();
+        };
+        if issuer.remote.is_empty() {
+            return Vec::new();
+        }
+        let current = self.current_keys(issuer);
+        let needs_fetch = match kid {
+            Some(kid) => !current
+                .keys
+                .iter()
+                .any(|key| key.kid.as_deref() == Some(kid)),
+            None => !current.unavailable.is_empty(),
+        };
+        if needs_fetch {
+            issuer.remote.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn remote_sets(&self) -> impl Iterator<Item = &Arc<RemoteKeySet>> {
+        self.issuers.iter().flat_map(|issuer| issuer.remote.iter())
+    }
+
+    fn max_age(&self) -> std::time::Duration {
+        self.fetcher
+            .as_ref()
+            .map_or(std::time::Duration::MAX, |fetcher| fetcher.settings.max_age)
+    }
+
+    /// Collects the issuer's keys from files and from remote sets that are usable now.
+    fn current_keys(&self, issuer: &Issuer) -> CurrentKeys {
+        let mut keys = issuer.keys.clone();
+        let mut unavailable = Vec::new();
+        for set in &issuer.remote {
+            match set.usable_keys(self.max_age()) {
+                Ok(fetched) => keys.extend(fetched.keys.iter().cloned()),
+                Err(reason) => unavailable.push(reason),
+            }
+        }
+        CurrentKeys { keys, unavailable }
+    }
+
+    /// Verifies without the cache; returns the token, the id of the key that verified it,
+    /// and its `exp` and `nbf`.
+    fn verify_uncached(
+        &self,
+        token: &str,
+        now: f64,
+    ) -> Result<(VerifiedToken, u64, f64, Option<f64>), TokenError> {
         let parsed = parse_compact(token)?;
 
         // The issuer is chosen by `iss` before the signature is checked, but only to pick
@@ -201,10 +532,11 @@ impl Verifier {
             Some(_) => return Err(TokenError::Malformed("`iss` is not a string".into())),
             None => return Err(TokenError::BadIssuer("token has no `iss` claim".into())),
         };
-        let issuer = self
+        let (issuer_index, issuer) = self
             .issuers
             .iter()
-            .find(|issuer| &issuer.iss == iss)
+            .enumerate()
+            .find(|(_, issuer)| &issuer.iss == iss)
             .ok_or_else(|| TokenError::BadIssuer(format!("issuer `{iss}` is not configured")))?;
 
         let alg = parse_algorithm(&parsed.alg)
@@ -216,21 +548,24 @@ impl Verifier {
                 ))
             })?;
 
-        let candidates = select_keys(issuer, parsed.kid.as_deref(), alg)?;
-        let verified = candidates.iter().any(|key| {
+        let current = self.current_keys(issuer);
+        let candidates = select_keys(issuer, &current, parsed.kid.as_deref(), alg)?;
+        let verified_by = candidates.iter().find(|key| {
             jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input, &key.decoding, alg)
                 .unwrap_or(false)
         });
-        if !verified {
+        let Some(key) = verified_by else {
             return Err(TokenError::BadSignature);
-        }
+        };
 
-        check_times(&parsed.claims, now, self.leeway_seconds)?;
+        let (exp, nbf) = check_times(&parsed.claims, now, self.leeway_seconds)?;
         check_audience(&parsed.claims, &issuer.audiences)?;
-        Ok(VerifiedToken {
+        let verified = VerifiedToken {
             issuer_name: issuer.name.clone(),
-            claims: parsed.claims,
-        })
+            issuer_index,
+            claims: Arc::new(parsed.claims),
+        };
+        Ok((verified, key.id, exp, nbf))
     }
 }
 
@@ -250,13 +585,9 @@ struct ParsedToken<'a> {
     signature: &'a str,
 }
 
-/// Splits and decodes a compact JWS without trusting anything in it.
+/// Splits and decodes a compact JWS without trusting anything in it. The caller has
+/// checked its length.
 fn parse_compact(token: &str) -> Result<ParsedToken<'_>, TokenError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(TokenError::Malformed(format!(
-            "token is longer than {MAX_TOKEN_BYTES} bytes"
-        )));
-    }
     let parts: Vec<&str> = token.split('.').collect();
     let [header_b64, payload_b64, signature] = parts.as_slice() else {
         let message = if parts.len() == 5 {
@@ -330,19 +661,30 @@ fn decode_json_object(part: &str, name: &str) -> Result<Map<String, Value>, Toke
 
 /// Picks the keys a token may be verified with: the one its `kid` names, or, without a
 /// `kid`, every key of the issuer that fits the algorithm.
+///
+/// When nothing fits and a remote source of the issuer has no usable keys, the error is
+/// [`TokenError::KeysUnavailable`], because the missing keys may be the ones needed.
 fn select_keys<'a>(
-    issuer: &'a Issuer,
+    issuer: &Issuer,
+    current: &'a CurrentKeys,
     kid: Option<&str>,
     alg: Algorithm,
-) -> Result<Vec<&'a Key>, TokenError> {
+) -> Result<Vec<&'a Arc<Key>>, TokenError> {
     let needed = KeyType::for_algorithm(alg);
+    let keys_unavailable = || {
+        (!current.unavailable.is_empty())
+            .then(|| TokenError::KeysUnavailable(current.unavailable.join("; ")))
+    };
     let Some(kid) = kid else {
-        let fitting: Vec<&Key> = issuer
+        let fitting: Vec<&Arc<Key>> = current
             .keys
             .iter()
             .filter(|key| key.key_type == needed && key.alg.is_none_or(|a| a == alg))
             .collect();
         if fitting.is_empty() {
+            if let Some(err) = keys_unavailable() {
+                return Err(err);
+            }
             return Err(TokenError::UnknownKey(format!(
                 "token has no `kid` and issuer `{}` has no {} key for `{alg:?}`",
                 issuer.name,
@@ -352,18 +694,22 @@ fn select_keys<'a>(
         return Ok(fitting);
     };
 
-    let named: Vec<&Key> = issuer
+    let named: Vec<&Arc<Key>> = current
         .keys
         .iter()
         .filter(|key| key.kid.as_deref() == Some(kid))
         .collect();
     if named.is_empty() {
+        if let Some(err) = keys_unavailable() {
+            return Err(err);
+        }
         return Err(TokenError::UnknownKey(format!(
-            "key `{kid}` is not among the keys of issuer `{}`",
+            "key `{}` is not among the keys of issuer `{}`",
+            printable(kid),
             issuer.name
         )));
     }
-    let fitting: Vec<&Key> = named
+    let fitting: Vec<&Arc<Key>> = named
         .iter()
         .copied()
         .filter(|key| key.key_type == needed && key.alg.is_none_or(|a| a == alg))
@@ -371,14 +717,30 @@ fn select_keys<'a>(
     if fitting.is_empty() {
         let types: Vec<&str> = named.iter().map(|key| key.key_type.name()).collect();
         return Err(TokenError::DisallowedAlgorithm(format!(
-            "algorithm `{alg:?}` does not fit key `{kid}` ({})",
+            "algorithm `{alg:?}` does not fit key `{}` ({})",
+            printable(kid),
             types.join(", ")
         )));
     }
     Ok(fitting)
 }
 
-fn check_times(claims: &Map<String, Value>, now: f64, leeway: u64) -> Result<(), TokenError> {
+/// Writes a value from the token for a message: at most 64 characters, with control
+/// characters escaped, so a hostile `kid` cannot flood or forge log lines.
+fn printable(text: &str) -> String {
+    let mut shown: String = text.chars().take(64).flat_map(char::escape_debug).collect();
+    if text.chars().count() > 64 {
+        shown.push_str("...");
+    }
+    shown
+}
+
+/// Checks `exp` and `nbf` at `now`; returns them.
+fn check_times(
+    claims: &Map<String, Value>,
+    now: f64,
+    leeway: u64,
+) -> Result<(f64, Option<f64>), TokenError> {
     let leeway_f = leeway as f64;
     let exp = numeric_date(claims, "exp")?.ok_or_else(|| {
         TokenError::Malformed("token has no `exp` claim, which is required".into())
@@ -388,12 +750,13 @@ fn check_times(claims: &Map<String, Value>, now: f64, leeway: u64) -> Result<(),
     if now >= exp + leeway_f {
         return Err(TokenError::Expired { exp, leeway });
     }
-    if let Some(nbf) = numeric_date(claims, "nbf")?
+    let nbf = numeric_date(claims, "nbf")?;
+    if let Some(nbf) = nbf
         && now + leeway_f < nbf
     {
         return Err(TokenError::NotYetValid { nbf, leeway });
     }
-    Ok(())
+    Ok((exp, nbf))
 }
 
 /// Reads a NumericDate claim (RFC 7519 section 2): seconds since the epoch, possibly
@@ -452,7 +815,18 @@ fn check_audience(claims: &Map<String, Value>, accepted: &[String]) -> Result<()
 
 fn load_issuer(config: &IssuerConfig) -> Result<Issuer, KeyError> {
     let mut keys = Vec::new();
+    let mut remote = Vec::new();
     for source in &config.keys {
+        let location = match source {
+            KeySource::JwksUrl { url } => Some(Location::Jwks(url.clone())),
+            KeySource::Discovery { url } => Some(Location::Discovery(url.clone())),
+            _ => None,
+        };
+        if let Some(location) = location {
+            let set = RemoteKeySet::new(&config.name, &config.issuer, location);
+            remote.push(Arc::new(set));
+            continue;
+        }
         let loaded = load_source(source, &config.name)?;
         for key in &loaded {
             check_secret_len(key, source, config)?;
@@ -482,7 +856,8 @@ fn load_issuer(config: &IssuerConfig) -> Result<Issuer, KeyError> {
         iss: config.issuer.clone(),
         audiences: config.audiences.clone(),
         algorithms: config.algorithms.clone(),
-        keys,
+        keys: keys.into_iter().map(Arc::new).collect(),
+        remote,
     })
 }
 
@@ -522,6 +897,10 @@ fn load_source(source: &KeySource, issuer: &str) -> Result<Vec<Key>, KeyError> {
                 })?;
             Ok(vec![key])
         }
+        KeySource::JwksUrl { url } | KeySource::Discovery { url } => Err(KeyError::Issuer {
+            issuer: issuer.to_owned(),
+            message: format!("`{url}` is a remote key set, which is fetched, not read"),
+        }),
     }
 }
 
@@ -555,6 +934,7 @@ fn check_secret_len(key: &Key, source: &KeySource, config: &IssuerConfig) -> Res
         KeySource::Pem { path, .. }
         | KeySource::Jwks { path }
         | KeySource::SecretFile { path, .. } => format!("`{}`", path.display()),
+        KeySource::JwksUrl { url } | KeySource::Discovery { url } => format!("`{url}`"),
     };
     let fix = if key.alg.is_some() {
         "use a longer secret or another `alg` for this key".to_owned()
@@ -607,6 +987,8 @@ fn hmac_key(secret: Vec<u8>, kid: Option<String>) -> Result<Key, String> {
         ));
     }
     Ok(Key {
+        id: next_key_id(),
+        fingerprint: fingerprint(&secret),
         kid,
         key_type: KeyType::Hmac,
         alg: None,
@@ -653,6 +1035,8 @@ fn load_pem(path: &Path, kid: Option<String>) -> Result<Key, KeyError> {
         ));
     };
     Ok(Key {
+        id: next_key_id(),
+        fingerprint: fingerprint(text.as_bytes()),
         kid,
         key_type,
         alg: None,
@@ -794,10 +1178,22 @@ fn parse_jwk(jwk: &Value) -> Result<Option<Key>, String> {
         ));
     }
     Ok(Some(Key {
+        id: next_key_id(),
+        fingerprint: fingerprint(jwk.to_string().as_bytes()),
         kid,
         key_type,
         alg,
         secret_len: None,
         decoding,
     }))
+}
+
+/// Returns the SHA-256 of a key's text in hex. A digest rather than the text itself, so
+/// that no secret is kept in a second place.
+fn fingerprint(material: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(material)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }

@@ -80,6 +80,9 @@ pub fn run(args: &AuthorizeArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
+    if args.token.is_some() {
+        fetch_remote_keys(&pdp);
+    }
     let body = match request_body(args) {
         Ok(body) => body,
         Err(message) => {
@@ -118,6 +121,18 @@ pub fn run(args: &AuthorizeArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_DENY)
+    }
+}
+
+/// Fetches the remote key sets once, since no background refresh runs here. A failed
+/// fetch is logged, and the token is then rejected with `keys_unavailable`.
+fn fetch_remote_keys(pdp: &crate::decide::Pdp) {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(pdp.verifier().fetch_keys_once()),
+        Err(err) => eprintln!("error: failed to start the runtime that fetches key sets: {err}"),
     }
 }
 
