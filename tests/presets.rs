@@ -144,7 +144,7 @@ async fn serve_preset(
     let mut config = cedargate::config::Config::from_toml(&path, &text)
         .unwrap_or_else(|err| panic!("preset `{preset}`: invalid config: {err}"));
     config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.bundle.watch = false;
+    config.bundle.reload.watch = false;
     (dir, TestServer::start(config).await)
 }
 
