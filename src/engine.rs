@@ -1,6 +1,8 @@
 //! Engine stage: evaluates a mapped request against the bundle's policies and entities.
 
-use cedar_policy::{Authorizer, Decision as CedarDecision, Effect, PolicyId};
+use cedar_policy::{
+    Authorizer, Decision as CedarDecision, Effect, Entities, PolicyId, PolicySet, Request,
+};
 use serde::Serialize;
 
 use crate::bundle::Bundle;
@@ -116,7 +118,36 @@ pub fn evaluate(
         slice::slice(&bundle.entities, principal, &principal_parents, seeds).map_err(|err| {
             MappingError::Claims(format!("cannot gather the request's entities: {err}"))
         })?;
-    let response = Authorizer::new().is_authorized(&request, policy_set, &entities);
+    Ok(decide(
+        bundle,
+        &request,
+        policy_set,
+        &entities,
+        on_forbid_error,
+    ))
+}
+
+/// Evaluates a prepared Cedar request against every policy of the bundle and the given
+/// `entities`, with the same rule for erroring `forbid` policies. For test files that
+/// bring their own entities, such as the Cedar CLI's `run-tests` files.
+pub fn evaluate_request(
+    bundle: &Bundle,
+    request: &Request,
+    entities: &Entities,
+    on_forbid_error: OnForbidError,
+) -> Evaluation {
+    decide(bundle, request, &bundle.policies, entities, on_forbid_error)
+}
+
+/// Runs Cedar on `policy_set` and applies the rule for erroring `forbid` policies.
+fn decide(
+    bundle: &Bundle,
+    request: &Request,
+    policy_set: &PolicySet,
+    entities: &Entities,
+    on_forbid_error: OnForbidError,
+) -> Evaluation {
+    let response = Authorizer::new().is_authorized(request, policy_set, entities);
 
     let mut policies: Vec<String> = response
         .diagnostics()
@@ -162,13 +193,13 @@ pub fn evaluate(
             .filter_map(|info| info.reason.clone())
             .collect()
     };
-    Ok(Evaluation {
+    Evaluation {
         allowed,
         policies,
         errors,
         deny_kind,
         reasons,
-    })
+    }
 }
 
 fn effect_of(bundle: &Bundle, id: &str) -> Option<Effect> {

@@ -16,6 +16,10 @@
 //! - [`engine`]: evaluation, with the fail-closed rule for erroring `forbid` policies.
 //! - [`decide`]: [`decide::Pdp::decide`], the one function that runs the whole path; the
 //!   HTTP handler and the CLI both call it.
+//! - [`cedar_request`]: requests written in Cedar's own terms (entity UIDs and a Cedar
+//!   context), decided by the engine without the claim mapping.
+//! - [`suite`]: policy test files (cedargate's own, Cedar CLI `run-tests`, Cedar's
+//!   integration tests) run through the decision path.
 //! - [`bundle`]: loading and validating policies, schema, entities and the region table.
 //! - [`reload`]: watching the bundle's files and swapping in valid new bundles.
 //! - [`http`] and [`server`]: the axum routes, startup and graceful shutdown.
@@ -26,6 +30,7 @@
 //! the CLI.
 
 pub mod bundle;
+pub mod cedar_request;
 pub mod cli;
 pub mod config;
 pub mod decide;
@@ -35,4 +40,5 @@ pub mod http;
 pub mod mapping;
 pub mod reload;
 pub mod server;
+pub mod suite;
 pub mod token;

@@ -59,6 +59,9 @@ pub struct Bundle {
 pub struct LoadOutcome {
     pub bundle: Option<Bundle>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The findings of strict validation alone, errors and warnings. They are in
+    /// `diagnostics` too, unless [`LoadOptions::enforce_validation`] is off.
+    pub validation: Vec<Diagnostic>,
 }
 
 impl LoadOutcome {
@@ -77,20 +80,57 @@ pub enum PolicyIds {
     /// Cedar's own positional IDs `policy0`, `policy1`, ... of a single file, ignoring `@id`,
     /// as Cedar's test corpus expects.
     Positional,
+    /// The Cedar CLI's IDs: the `@id` annotation, or `policy<n>` for the n-th policy of a
+    /// single file without one, as `cedar run-tests` files name policies.
+    CedarCli,
+}
+
+/// How [`load_with`] reads a bundle. The default is what the server and `cedargate
+/// validate` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    pub ids: PolicyIds,
+    /// Whether strict validation errors make the load fail. When off, the bundle loads
+    /// anyway and the errors are only in [`LoadOutcome::validation`], as Cedar's test
+    /// corpus needs for policies that are expected to fail validation.
+    pub enforce_validation: bool,
+    pub entities: EntityLoading,
+}
+
+/// How [`load_with`] reads the entity store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityLoading {
+    /// Checked against the schema, which also adds the schema's action entities.
+    WithSchema,
+    /// Taken as written, as the Cedar CLI does without `--schema`.
+    WithoutSchema,
+    /// Not read: the store holds only the schema's action entities. For test files that
+    /// bring their own entities, such as the Cedar CLI's `run-tests` files.
+    Skip,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            ids: PolicyIds::Annotated,
+            enforce_validation: true,
+            entities: EntityLoading::WithSchema,
+        }
+    }
 }
 
 /// Loads and validates the bundle that `config` describes.
 pub fn load(config: &BundleConfig) -> LoadOutcome {
+    load_with(config, LoadOptions::default())
+}
+
+/// Loads the bundle that `config` describes, with the given ID scheme and checks.
+pub fn load_with(config: &BundleConfig, options: LoadOptions) -> LoadOutcome {
     let mut diagnostics = Vec::new();
     let mut files = Vec::new();
 
     let schema = load_schema(&config.schema, &mut files, &mut diagnostics);
-    let policies = load_policies(
-        &config.policies,
-        PolicyIds::Annotated,
-        &mut files,
-        &mut diagnostics,
-    );
+    let policies = load_policies(&config.policies, options.ids, &mut files, &mut diagnostics);
     let regions = match &config.regions {
         Some(path) => match read_text(path, &mut files) {
             Ok(text) => RegionTable::from_toml(&text).unwrap_or_else(|message| {
@@ -110,9 +150,31 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
         return LoadOutcome {
             bundle: None,
             diagnostics,
+            validation: Vec::new(),
         };
     };
-    let entities = load_entities(&config.entities, &schema, &mut files, &mut diagnostics);
+    let entities = match options.entities {
+        EntityLoading::WithSchema => load_entities(
+            &config.entities,
+            Some(&schema),
+            &mut files,
+            &mut diagnostics,
+        ),
+        EntityLoading::WithoutSchema => {
+            load_entities(&config.entities, None, &mut files, &mut diagnostics)
+        }
+        EntityLoading::Skip => Entities::from_entities([], Some(&schema))
+            .map_err(|err| {
+                diagnostics.push(Diagnostic::error(
+                    Some(&config.schema),
+                    format!(
+                        "the schema's action entities are invalid: {}",
+                        diagnostics::error_chain(&err)
+                    ),
+                ));
+            })
+            .ok(),
+    };
     let (mut policies, mut policy_info, mut sources) = policies;
     if let Some(path) = &config.links {
         match read_text(path, &mut files) {
@@ -130,7 +192,11 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
         }
     }
     links::unlinked_templates(&policies, &policy_info, &mut diagnostics);
-    validate_policies(&schema, &policies, &policy_info, &sources, &mut diagnostics);
+    let mut validation = Vec::new();
+    validate_policies(&schema, &policies, &policy_info, &sources, &mut validation);
+    if options.enforce_validation {
+        diagnostics.extend(validation.iter().cloned());
+    }
     // Templates alone never apply, so only static and linked policies count here.
     if policies.policies().next().is_none() {
         diagnostics.push(empty_policies(config));
@@ -163,6 +229,7 @@ pub fn load(config: &BundleConfig) -> LoadOutcome {
     LoadOutcome {
         bundle,
         diagnostics,
+        validation,
     }
 }
 
@@ -445,7 +512,10 @@ fn add_policy_file(
         let id = match (ids, item.annotation("id")) {
             (PolicyIds::Annotated, Some(id)) => id.to_owned(),
             (PolicyIds::Annotated, None) => format!("{}#{position}", relative.display()),
-            (PolicyIds::Positional, _) => format!("policy{position}"),
+            (PolicyIds::Positional, _) | (PolicyIds::CedarCli, None) => {
+                format!("policy{position}")
+            }
+            (PolicyIds::CedarCli, Some(id)) => id.to_owned(),
         };
         let id = PolicyId::new(id);
         if let Some(previous) = info.get(&id) {
@@ -573,10 +643,11 @@ impl Diagnostic {
     }
 }
 
-/// Loads every `*.json` file under `dir` as Cedar entities JSON, checked against the schema.
+/// Loads every `*.json` file under `dir` as Cedar entities JSON, checked against the schema
+/// when one is given.
 fn load_entities(
     dir: &Path,
-    schema: &Schema,
+    schema: Option<&Schema>,
     files: &mut FileList,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Entities> {
@@ -598,7 +669,7 @@ fn load_entities(
     if diagnostics.len() > errors_before {
         return None;
     }
-    Entities::from_entities(all, Some(schema))
+    Entities::from_entities(all, schema)
         .map_err(|err| {
             diagnostics.push(
                 Diagnostic::error(
@@ -614,7 +685,7 @@ fn load_entities(
 fn parse_entity_file(
     path: &Path,
     text: &str,
-    schema: &Schema,
+    schema: Option<&Schema>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Entity> {
     let value: serde_json::Value = match serde_json::from_str(text) {
@@ -640,7 +711,7 @@ fn parse_entity_file(
             .get("uid")
             .map(|uid| uid.to_string())
             .unwrap_or_default();
-        match Entity::from_json_value(item, Some(schema)) {
+        match Entity::from_json_value(item, schema) {
             Ok(entity) => entities.push(entity),
             Err(err) => {
                 let mut diagnostic = Diagnostic::error(
