@@ -1,5 +1,5 @@
 //! The identity-provider presets in `examples/idp/` over HTTP. Each test serves a copy of
-//! one preset with the test RSA key as its JWKS file. It signs a token with a provider's
+//! one preset with the test RSA key as its issuers' JWKS file. It signs a token with a provider's
 //! documented claim set from the corpus (`jwt/idp-claims/`), and checks the Cedar
 //! principal that the server builds from it.
 //!
@@ -138,8 +138,23 @@ async fn serve_preset(
     std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
     write_probes(&dir.path().join("policies/probes.cedar"), probes);
 
+    // The presets fetch the provider's keys; here every issuer reads the local file.
     let path = dir.path().join("cedargate.toml");
-    let text = edit(std::fs::read_to_string(&path).unwrap());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut replaced = 0;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|line| {
+            if line.starts_with("keys = ") {
+                replaced += 1;
+                "keys = [{ jwks = \"jwks.json\" }]"
+            } else {
+                line
+            }
+        })
+        .collect();
+    assert!(replaced > 0, "preset `{preset}` has no `keys = ` line");
+    let text = edit(lines.join("\n"));
     std::fs::write(&path, &text).unwrap();
     let mut config = cedargate::config::Config::from_toml(&path, &text)
         .unwrap_or_else(|err| panic!("preset `{preset}`: invalid config: {err}"));
@@ -212,6 +227,19 @@ fn assert_probes(answer: &Value, probes: &[Probe]) {
             if probe.holds { "hold" } else { "not hold" },
             probe.condition
         );
+    }
+}
+
+#[test]
+fn presets_load_as_shipped() {
+    for preset in ["keycloak", "auth0", "cognito", "entra", "okta"] {
+        let path = common::repo_dir()
+            .join("examples/idp")
+            .join(preset)
+            .join("cedargate.toml");
+        if let Err(err) = cedargate::config::Config::load(&path) {
+            panic!("preset `{preset}`: {err}");
+        }
     }
 }
 
