@@ -9,8 +9,12 @@
 //! folder that was deleted and recreated, or a symlink that now leads elsewhere, is
 //! watched again before the files are read. A change made after that shows as an event.
 //!
-//! NOTE: a symlink swap further up, above the folder that contains a bundle path, is not
-//! seen as an event. Poll mode and `SIGHUP` see it.
+//! A symlink among the ancestors of a bundle path, such as a deploy's `current ->
+//! releases/v2`, is watched in the folder that contains it, so swapping it raises an
+//! event too.
+//!
+//! NOTE: symlinks inside a symlink's target (a `releases` that is itself a link) are not
+//! watched. Poll mode and `SIGHUP` see changes to them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -240,6 +244,14 @@ fn plan(config: &BundleConfig) -> (Vec<Target>, EventFilter) {
                 path: path.to_owned(),
             });
         }
+        // A symlink higher up, such as a deploy's `current -> releases/v2`, is swapped by a
+        // rename in the folder that contains it.
+        for (folder, name) in linked_ancestors(path) {
+            entries.entry(folder).or_default().push(Entry {
+                name,
+                path: path.to_owned(),
+            });
+        }
     }
 
     // A folder inside another watched one is already watched through it. Watching it again
@@ -268,6 +280,27 @@ fn plan(config: &BundleConfig) -> (Vec<Target>, EventFilter) {
             .map(|folder| Target::new(folder.clone(), false)),
     );
     (targets, EventFilter { roots, entries })
+}
+
+/// Returns, for each ancestor of `path` that is a symlink, the real path of the folder
+/// that contains it and the symlink's name.
+fn linked_ancestors(path: &Path) -> Vec<(PathBuf, std::ffi::OsString)> {
+    let Ok(absolute) = std::path::absolute(path) else {
+        return Vec::new();
+    };
+    absolute
+        .ancestors()
+        .skip(1)
+        .filter(|ancestor| {
+            ancestor
+                .symlink_metadata()
+                .is_ok_and(|metadata| metadata.file_type().is_symlink())
+        })
+        .filter_map(|link| {
+            let folder = std::fs::canonicalize(link.parent()?).ok()?;
+            Some((folder, link.file_name()?.to_owned()))
+        })
+        .collect()
 }
 
 /// Returns the nearest existing folder above `path`, by its real path, with the name of the

@@ -6,6 +6,8 @@
     reason = "each test crate that includes this module uses a different subset of it"
 )]
 
+pub mod reload;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -114,15 +116,36 @@ pub const TEST_AUDIENCE: &str = "customers-api";
 /// development issuer. `extra_toml` is appended to the `[server]` table.
 pub fn default_bundle_copy(server_toml: &str) -> (TempDir, Config) {
     let dir = tempfile::tempdir().expect("failed to create a temporary folder");
-    for folder in ["policies", "schema", "entities", "data"] {
-        copy_dir(&repo_dir().join(folder), &dir.path().join(folder));
-    }
-    std::fs::write(
-        dir.path().join("issuer.pem"),
-        test_key("ec-p256-public.pem"),
-    )
-    .unwrap();
+    copy_default_bundle(dir.path());
+    let config = write_test_config(dir.path(), server_toml, DEFAULT_TEST_BUNDLE);
+    (dir, config)
+}
 
+/// The `[bundle]` table of [`default_bundle_copy`]: the default bundle's paths, with a
+/// short debounce so tests wait less.
+pub const DEFAULT_TEST_BUNDLE: &str = r#"policies = "policies"
+schema = "schema/crm.cedarschema"
+entities = "entities"
+regions = "data/regions.toml"
+debounce_ms = 50"#;
+
+/// Copies the default bundle's folders and the test issuer's public key into `dir`.
+pub fn copy_default_bundle(dir: &Path) {
+    for folder in ["policies", "schema", "entities", "data"] {
+        copy_dir(&repo_dir().join(folder), &dir.join(folder));
+    }
+    write_test_issuer_key(dir);
+}
+
+/// Writes the test issuer's public key as `issuer.pem` into `dir`.
+pub fn write_test_issuer_key(dir: &Path) {
+    std::fs::write(dir.join("issuer.pem"), test_key("ec-p256-public.pem")).unwrap();
+}
+
+/// Writes `cedargate.toml` into `dir` and parses it: `server_toml` is appended to the
+/// `[server]` table, `bundle_toml` is the whole `[bundle]` table, and the rest is the
+/// default bundle's decision settings and principal mapping with the test issuer.
+pub fn write_test_config(dir: &Path, server_toml: &str, bundle_toml: &str) -> Config {
     let default_config = std::fs::read_to_string(repo_dir().join("cedargate.toml")).unwrap();
     // Keep everything after the issuer section (the principal mapping) from the real file,
     // so the tests exercise the mapping users start from.
@@ -137,11 +160,7 @@ listen = "127.0.0.1:0"
 {server_toml}
 
 [bundle]
-policies = "policies"
-schema = "schema/crm.cedarschema"
-entities = "entities"
-regions = "data/regions.toml"
-debounce_ms = 50
+{bundle_toml}
 
 [decision]
 action_type = "Crm::Action"
@@ -156,11 +175,10 @@ keys = [{{ pem = "issuer.pem", kid = "test-ec" }}]
 
 [principal]{principal}"#
     );
-    let path = dir.path().join("cedargate.toml");
+    let path = dir.join("cedargate.toml");
     std::fs::write(&path, &text).unwrap();
-    let config = Config::from_toml(&path, &text)
-        .unwrap_or_else(|err| panic!("test config is invalid: {err}\n{text}"));
-    (dir, config)
+    Config::from_toml(&path, &text)
+        .unwrap_or_else(|err| panic!("test config is invalid: {err}\n{text}"))
 }
 
 /// Copies a folder tree.
