@@ -57,6 +57,8 @@ pub enum TokenError {
     Expired { exp: f64, leeway: u64 },
     #[error("token is not valid before {}, leeway {leeway} s", describe_time(*.nbf))]
     NotYetValid { nbf: f64, leeway: u64 },
+    #[error("token claims to be issued at {}, in the future (leeway {leeway} s)", describe_time(*.iat))]
+    IssuedInFuture { iat: f64, leeway: u64 },
     #[error("{0}")]
     BadAudience(String),
     /// The issuer's remote keys are not available: not fetched yet, or expired while the
@@ -89,6 +91,7 @@ impl TokenError {
             Self::BadSignature => "bad_signature",
             Self::Expired { .. } => "expired",
             Self::NotYetValid { .. } => "not_yet_valid",
+            Self::IssuedInFuture { .. } => "issued_in_future",
             Self::BadAudience(_) => "bad_audience",
             Self::KeysUnavailable(_) => "keys_unavailable",
         }
@@ -430,7 +433,15 @@ impl Verifier {
         let sets = self.sets_to_refetch(token);
         for set in sets {
             let settings = &fetcher.settings;
-            if set.take_demand_slot(settings.refetch_interval) {
+            if !set.has_loaded() {
+                // The background task makes the first fetch and retries it; a token does
+                // not use up the fetch that unknown keys may cause.
+                let first = async {
+                    set.wait_for_first_fetch().await;
+                    set.wait_for_running_fetch().await;
+                };
+                let _ = tokio::time::timeout(settings.timeout, first).await;
+            } else if set.take_demand_slot(settings.refetch_interval) {
                 tracing::info!(
                     issuer = %set.issuer_name,
                     "a token needs a key this issuer's key set lacks; fetching the set again"
@@ -735,7 +746,8 @@ fn printable(text: &str) -> String {
     shown
 }
 
-/// Checks `exp` and `nbf` at `now`; returns them.
+/// Checks `exp`, `nbf` and `iat` at `now`. Returns `exp`, and the later of `nbf` and
+/// `iat` as the instant the token becomes valid.
 fn check_times(
     claims: &Map<String, Value>,
     now: f64,
@@ -756,7 +768,20 @@ fn check_times(
     {
         return Err(TokenError::NotYetValid { nbf, leeway });
     }
-    Ok((exp, nbf))
+    // RFC 7519 leaves `iat` to the application. A token issued in the future comes from
+    // a wrong clock or a forger, and a cache entry must not outlive that check either, so
+    // it is folded into `nbf`.
+    let iat = numeric_date(claims, "iat")?;
+    if let Some(iat) = iat
+        && now + leeway_f < iat
+    {
+        return Err(TokenError::IssuedInFuture { iat, leeway });
+    }
+    let not_before = match (nbf, iat) {
+        (Some(nbf), Some(iat)) => Some(nbf.max(iat)),
+        (nbf, iat) => nbf.or(iat),
+    };
+    Ok((exp, not_before))
 }
 
 /// Reads a NumericDate claim (RFC 7519 section 2): seconds since the epoch, possibly

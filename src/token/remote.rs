@@ -259,6 +259,8 @@ pub(super) struct RemoteKeySet {
     state: Mutex<FetchState>,
     /// Held while a fetch runs, so fetches of one source never overlap.
     fetch_lock: tokio::sync::Mutex<()>,
+    /// Number of fetches that have ended, successful or not.
+    attempts: tokio::sync::watch::Sender<u64>,
 }
 
 /// What a fetch changed, so that the verification cache can drop entries of removed keys.
@@ -312,6 +314,7 @@ impl RemoteKeySet {
             fetched: ArcSwap::from_pointee(FetchedKeys::default()),
             state: Mutex::new(FetchState::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
+            attempts: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -377,6 +380,12 @@ impl RemoteKeySet {
         drop(self.fetch_lock.lock().await);
     }
 
+    /// Waits until the first fetch has ended, successful or not.
+    pub(super) async fn wait_for_first_fetch(&self) {
+        let mut attempts = self.attempts.subscribe();
+        let _ = attempts.wait_for(|count| *count > 0).await;
+    }
+
     /// Fetches the key set once and installs it, or records the failure. Returns what
     /// changed, or `None` when the keys stayed as they were.
     pub(super) async fn fetch(&self, fetcher: &Fetcher) -> Option<FetchOutcome> {
@@ -396,13 +405,15 @@ impl RemoteKeySet {
             Ok(result) => result,
             Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
         };
-        match result {
+        let outcome = match result {
             Ok(download) => Some(self.install(download, &fetcher.settings)),
             Err(message) => {
                 self.record_failure(message, &fetcher.settings);
                 None
             }
-        }
+        };
+        self.attempts.send_modify(|count| *count += 1);
+        outcome
     }
 
     async fn download(&self, fetcher: &Fetcher) -> Result<Download, String> {

@@ -6,6 +6,7 @@
     reason = "each test crate that includes this module uses a different subset of it"
 )]
 
+pub mod jwks_server;
 pub mod reload;
 
 use std::io::Write;
@@ -129,6 +130,21 @@ entities = "entities"
 regions = "data/regions.toml"
 debounce_ms = 50"#;
 
+/// Like [`default_bundle_copy`], with the `[tokens]` and `[[issuer]]` tables of
+/// `issuers_toml` in place of the test issuer. `issuer.pem` (the test EC P-256 public key)
+/// is in the folder for issuers that name it.
+pub fn default_bundle_with_issuers(server_toml: &str, issuers_toml: &str) -> (TempDir, Config) {
+    let dir = tempfile::tempdir().expect("failed to create a temporary folder");
+    copy_default_bundle(dir.path());
+    let config = write_config_with_issuers(
+        dir.path(),
+        server_toml,
+        DEFAULT_TEST_BUNDLE,
+        issuers_toml,
+    );
+    (dir, config)
+}
+
 /// Copies the default bundle's folders and the test issuer's public key into `dir`.
 pub fn copy_default_bundle(dir: &Path) {
     for folder in ["policies", "schema", "entities", "data"] {
@@ -146,6 +162,25 @@ pub fn write_test_issuer_key(dir: &Path) {
 /// `[server]` table, `bundle_toml` is the whole `[bundle]` table, and the rest is the
 /// default bundle's decision settings and principal mapping with the test issuer.
 pub fn write_test_config(dir: &Path, server_toml: &str, bundle_toml: &str) -> Config {
+    let issuer = format!(
+        r#"[[issuer]]
+name = "test"
+issuer = "{TEST_ISSUER}"
+audiences = ["{TEST_AUDIENCE}"]
+algorithms = ["ES256"]
+keys = [{{ pem = "issuer.pem", kid = "test-ec" }}]"#
+    );
+    write_config_with_issuers(dir, server_toml, bundle_toml, &issuer)
+}
+
+/// Like [`write_test_config`], with `issuers_toml` (`[tokens]` and `[[issuer]]` tables)
+/// in place of the test issuer.
+pub fn write_config_with_issuers(
+    dir: &Path,
+    server_toml: &str,
+    bundle_toml: &str,
+    issuers_toml: &str,
+) -> Config {
     let default_config = std::fs::read_to_string(repo_dir().join("cedargate.toml")).unwrap();
     // Keep everything after the issuer section (the principal mapping) from the real file,
     // so the tests exercise the mapping users start from.
@@ -166,12 +201,7 @@ listen = "127.0.0.1:0"
 action_type = "Crm::Action"
 time_zone = "Europe/Berlin"
 
-[[issuer]]
-name = "test"
-issuer = "{TEST_ISSUER}"
-audiences = ["{TEST_AUDIENCE}"]
-algorithms = ["ES256"]
-keys = [{{ pem = "issuer.pem", kid = "test-ec" }}]
+{issuers_toml}
 
 [principal]{principal}"#
     );
