@@ -314,13 +314,14 @@ impl Verifier {
             return Ok(entry.token.clone());
         }
 
-        let (verified, key_id, exp, nbf) = self.verify_uncached(token, now)?;
+        let (verified, key_id, (exp, nbf, iat)) = self.verify_uncached(token, now)?;
         if let Some(digest) = digest {
             let entry = CachedToken {
                 token: verified.clone(),
                 key_id,
                 exp,
                 nbf,
+                iat,
             };
             self.cache.insert(digest, entry);
         }
@@ -331,7 +332,12 @@ impl Verifier {
     /// [`check_times`], and the key is still one the issuer verifies with.
     fn still_valid(&self, entry: &CachedToken, now: f64) -> bool {
         let leeway = self.leeway_seconds as f64;
-        if now >= entry.exp + leeway || entry.nbf.is_some_and(|nbf| now + leeway < nbf) {
+        if now >= entry.exp + leeway
+            || entry.nbf.is_some_and(|nbf| now + leeway < nbf)
+            || entry
+                .iat
+                .is_some_and(|iat| issued_in_future(iat, now, leeway))
+        {
             return false;
         }
         let Some(issuer) = self.issuers.get(entry.token.issuer_index) else {
@@ -528,12 +534,12 @@ impl Verifier {
     }
 
     /// Verifies without the cache; returns the token, the id of the key that verified it,
-    /// and its `exp` and `nbf`.
+    /// and its `exp`, `nbf` and `iat`.
     fn verify_uncached(
         &self,
         token: &str,
         now: f64,
-    ) -> Result<(VerifiedToken, u64, f64, Option<f64>), TokenError> {
+    ) -> Result<(VerifiedToken, u64, TimeClaims), TokenError> {
         let parsed = parse_compact(token)?;
 
         // The issuer is chosen by `iss` before the signature is checked, but only to pick
@@ -569,14 +575,14 @@ impl Verifier {
             return Err(TokenError::BadSignature);
         };
 
-        let (exp, nbf) = check_times(&parsed.claims, now, self.leeway_seconds)?;
+        let times = check_times(&parsed.claims, now, self.leeway_seconds)?;
         check_audience(&parsed.claims, &issuer.audiences)?;
         let verified = VerifiedToken {
             issuer_name: issuer.name.clone(),
             issuer_index,
             claims: Arc::new(parsed.claims),
         };
-        Ok((verified, key.id, exp, nbf))
+        Ok((verified, key.id, times))
     }
 }
 
@@ -746,13 +752,23 @@ fn printable(text: &str) -> String {
     shown
 }
 
-/// Checks `exp`, `nbf` and `iat` at `now`. Returns `exp`, and the later of `nbf` and
-/// `iat` as the instant the token becomes valid.
+/// A token's `exp`, `nbf` and `iat`.
+type TimeClaims = (f64, Option<f64>, Option<f64>);
+
+/// Returns whether `iat` lies in the future. RFC 7519 leaves `iat` to the application;
+/// a token issued in the future comes from a wrong clock or a forger. It is compared with
+/// the later of `now` and the system clock, so that a decision made for a past instant
+/// (`cedargate authorize --at`) still accepts a token issued since.
+fn issued_in_future(iat: f64, now: f64, leeway: f64) -> bool {
+    now.max(unix_now()) + leeway < iat
+}
+
+/// Checks `exp`, `nbf` and `iat` at `now`; returns them.
 fn check_times(
     claims: &Map<String, Value>,
     now: f64,
     leeway: u64,
-) -> Result<(f64, Option<f64>), TokenError> {
+) -> Result<TimeClaims, TokenError> {
     let leeway_f = leeway as f64;
     let exp = numeric_date(claims, "exp")?.ok_or_else(|| {
         TokenError::Malformed("token has no `exp` claim, which is required".into())
@@ -768,20 +784,13 @@ fn check_times(
     {
         return Err(TokenError::NotYetValid { nbf, leeway });
     }
-    // RFC 7519 leaves `iat` to the application. A token issued in the future comes from
-    // a wrong clock or a forger, and a cache entry must not outlive that check either, so
-    // it is folded into `nbf`.
     let iat = numeric_date(claims, "iat")?;
     if let Some(iat) = iat
-        && now + leeway_f < iat
+        && issued_in_future(iat, now, leeway_f)
     {
         return Err(TokenError::IssuedInFuture { iat, leeway });
     }
-    let not_before = match (nbf, iat) {
-        (Some(nbf), Some(iat)) => Some(nbf.max(iat)),
-        (nbf, iat) => nbf.or(iat),
-    };
-    Ok((exp, not_before))
+    Ok((exp, nbf, iat))
 }
 
 /// Reads a NumericDate claim (RFC 7519 section 2): seconds since the epoch, possibly

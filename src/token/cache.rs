@@ -22,6 +22,7 @@ pub(super) struct CachedToken {
     pub(super) key_id: u64,
     pub(super) exp: f64,
     pub(super) nbf: Option<f64>,
+    pub(super) iat: Option<f64>,
 }
 
 /// Bounded cache of verified tokens; a capacity of 0 turns it off.
