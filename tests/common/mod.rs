@@ -136,12 +136,8 @@ debounce_ms = 50"#;
 pub fn default_bundle_with_issuers(server_toml: &str, issuers_toml: &str) -> (TempDir, Config) {
     let dir = tempfile::tempdir().expect("failed to create a temporary folder");
     copy_default_bundle(dir.path());
-    let config = write_config_with_issuers(
-        dir.path(),
-        server_toml,
-        DEFAULT_TEST_BUNDLE,
-        issuers_toml,
-    );
+    let config =
+        write_config_with_issuers(dir.path(), server_toml, DEFAULT_TEST_BUNDLE, issuers_toml);
     (dir, config)
 }
 
