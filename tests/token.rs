@@ -413,6 +413,40 @@ fn missing_iss_bad_issuer() {
     assert_message_contains(&err, "no `iss`");
 }
 
+#[test]
+fn issuer_index_names_verifying_issuer() {
+    let toml = format!(
+        "{MAIN_ISSUER}\n[[issuer]]\nname = \"second\"\nissuer = \"https://second.test\"\n\
+         algorithms = [\"ES256\"]\nkeys = [{{ pem = \"ec-p256-public.pem\", kid = \"ec-p256\" }}]\n"
+    );
+    let verifier = verifier(&toml, &MAIN_KEY_FILES);
+    let first = verify(&verifier, &token(Algorithm::ES256, &claims())).unwrap();
+    assert_eq!(
+        (first.issuer_index, first.issuer_name.as_str()),
+        (0, "main")
+    );
+
+    let second_claims = claims_with("iss", json!("https://second.test"));
+    let second = verify(&verifier, &token(Algorithm::ES256, &second_claims)).unwrap();
+    assert_eq!(
+        (second.issuer_index, second.issuer_name.as_str()),
+        (1, "second")
+    );
+}
+
+#[test]
+fn cached_token_rechecks_times() {
+    let verifier = main_verifier_with_leeway(0);
+    let token = token(Algorithm::ES256, &claims());
+    assert!(verify(&verifier, &token).is_ok());
+    assert!(verify(&verifier, &token).is_ok());
+    assert_eq!(verifier.cache_stats().hits, 1);
+
+    // The cached entry does not outlive `exp`.
+    let err = verifier.verify_at(&token, (NOW + 600) as f64).unwrap_err();
+    assert_reason(&err, "expired");
+}
+
 // Key selection.
 
 #[test]
