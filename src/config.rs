@@ -60,7 +60,7 @@ pub struct TokensConfig {
     pub jwks: JwksFetchConfig,
 }
 
-/// How remote JWK Sets (`jwks_url` and `discovery` keys) are fetched and cached.
+/// Settings for fetching and caching remote JWK Sets (`jwks_url` and `discovery` keys).
 #[derive(Debug, Clone)]
 pub struct JwksFetchConfig {
     /// Lower bound of the refresh interval that the provider's `Cache-Control` sets, and

@@ -62,7 +62,7 @@ pub enum TokenError {
     #[error("{0}")]
     BadAudience(String),
     /// The issuer's remote keys are not available: not fetched yet, or expired while the
-    /// provider was down. Not the token's fault, so the server answers 503.
+    /// provider was down. Not the token's fault, so the server responds with 503.
     #[error("{0}")]
     KeysUnavailable(String),
 }
@@ -161,8 +161,8 @@ impl KeyType {
 struct Key {
     /// Identity of this key within the process; cached verifications name it.
     id: u64,
-    /// The key's JWK or PEM text, by which a refreshed key set is matched to the keys
-    /// already loaded.
+    /// SHA-256 of the key's JWK or PEM text, by which a refreshed key set is matched to
+    /// the keys already loaded.
     fingerprint: String,
     kid: Option<String>,
     key_type: KeyType,
@@ -193,7 +193,7 @@ struct Issuer {
 /// The keys an issuer can verify with right now.
 struct CurrentKeys {
     keys: Vec<Arc<Key>>,
-    /// Why remote sources of the issuer have no usable keys, one line each.
+    /// Reasons why remote sources of the issuer have no usable keys, one line each.
     unavailable: Vec<String>,
 }
 
@@ -298,7 +298,7 @@ impl Verifier {
     }
 
     /// Verifies `token` as if the time were `now` (unix seconds). A token verified before
-    /// is answered from the cache while its times and its key are still valid.
+    /// is returned from the cache while its times and its key are still valid.
     pub fn verify_at(&self, token: &str, now: f64) -> Result<VerifiedToken, TokenError> {
         // The size is checked before anything else, hashing included.
         if token.len() > self.max_token_bytes {
@@ -328,7 +328,7 @@ impl Verifier {
         Ok(verified)
     }
 
-    /// Returns whether a cached verification holds at `now`: the same time checks as
+    /// Returns whether a cached verification is still valid at `now`: the same time checks as
     /// [`check_times`], and the key is still one the issuer verifies with.
     fn still_valid(&self, entry: &CachedToken, now: f64) -> bool {
         let leeway = self.leeway_seconds as f64;
@@ -468,8 +468,9 @@ impl Verifier {
         }
     }
 
-    /// Returns the remote sets that a fetch might give the key `token` needs; none when
-    /// the token is unreadable (verification rejects it) or its key is at hand.
+    /// Returns the remote sets whose fetch might bring the key that `token` needs. The list
+    /// is empty when the token is unreadable, because verification rejects it anyway, or
+    /// when its key is at hand.
     fn sets_to_refetch(&self, token: &str) -> Vec<Arc<RemoteKeySet>> {
         if token.len() > self.max_token_bytes {
             return Vec::new();

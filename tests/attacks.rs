@@ -25,7 +25,7 @@ use common::{TEST_AUDIENCE, TestServer, default_bundle_with_issuers, test_key};
 /// `tokens.max_token_bytes` of the server under attack.
 const MAX_TOKEN_BYTES: usize = 4096;
 
-/// A request that the default bundle allows for a sales editor at any time of day.
+/// Returns a request that the default bundle allows for a sales editor at any time of day.
 fn update_request() -> Value {
     json!({ "action": "update", "resource": { "type": "Crm::Customer", "id": "c-1001" } })
 }
@@ -68,7 +68,7 @@ struct Target {
 }
 
 impl Target {
-    /// The provider publishes the RSA, EC and Ed25519 test keys of `tests/keys/jwks.json`.
+    /// Starts the server and both providers. The provider publishes the RSA, EC and Ed25519 test keys of `tests/keys/jwks.json`.
     async fn start() -> Self {
         let jwks: Value = serde_json::from_slice(&test_key("jwks.json")).unwrap();
         let provider = JwksServer::start(jwks).await;

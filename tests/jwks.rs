@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use common::jwks_server::{JwksServer, ec_p256_jwk, key_set, sign_es256};
 use common::{TEST_AUDIENCE, TestServer, default_bundle_with_issuers};
 
-/// A request that the default bundle allows for a sales editor at any time of day.
+/// Returns a request that the default bundle allows for a sales editor at any time of day.
 fn update_request() -> Value {
     json!({ "action": "update", "resource": { "type": "Crm::Customer", "id": "c-1001" } })
 }
@@ -47,7 +47,7 @@ fn tokens_toml(refresh_min: u64, refresh_max: u64, refetch: u64, max_age: u64) -
     )
 }
 
-/// An issuer named `name` whose keys come from `key_source` (the inside of `keys = [...]`).
+/// Returns an issuer named `name` whose keys come from `key_source` (the inside of `keys = [...]`).
 fn remote_issuer(name: &str, iss: &str, key_source: &str) -> String {
     format!(
         "[[issuer]]\nname = \"{name}\"\nissuer = \"{iss}\"\naudiences = [\"{TEST_AUDIENCE}\"]\n\
@@ -135,7 +135,7 @@ async fn discovery_finds_key_set() {
 #[tokio::test]
 async fn discovery_of_other_issuer_rejected() {
     let provider = JwksServer::start(key_set(&[ec_p256_jwk("ec-p256", "a")])).await;
-    // The document says its issuer is the provider's URL, which this issuer is not.
+    // The document names the provider's URL as its issuer, which this issuer is not.
     let discovery = format!(
         "{{ discovery = \"{}/.well-known/openid-configuration\" }}",
         provider.base_url()
@@ -310,7 +310,7 @@ async fn provider_outage_served_until_max_age() {
 }
 
 /// The documented start-up choice: the server starts while the provider is unreachable,
-/// is not ready and answers 503 for that issuer's tokens until the first fetch succeeds.
+/// is not ready and responds with 503 to that issuer's tokens until the first fetch succeeds.
 #[tokio::test]
 async fn startup_with_provider_down() {
     let provider = JwksServer::start(key_set(&[ec_p256_jwk("ec-p256", "a")])).await;

@@ -5,7 +5,7 @@
 //! against the time of the request again, and the key that verified it must still be
 //! among the issuer's usable keys. A token past its expiry or verified with a key that a
 //! refresh removed, or whose source expired, therefore goes through full verification
-//! and gets the same answer it would get without the cache.
+//! and gets the same result it would get without the cache.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +38,7 @@ pub(super) struct VerifyCache {
 pub struct CacheStats {
     pub entries: usize,
     pub capacity: usize,
-    /// Tokens answered from the cache.
+    /// Tokens returned from the cache.
     pub hits: u64,
     /// Tokens that went through full verification (the cache being on).
     pub misses: u64,

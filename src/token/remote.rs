@@ -213,7 +213,7 @@ fn freshness_lifetime(headers: &reqwest::header::HeaderMap) -> Option<Duration> 
     max_age.map(|seconds| Duration::from_secs(seconds.saturating_sub(age)))
 }
 
-/// Where a remote source finds its keys.
+/// Location of a remote source's keys.
 #[derive(Debug, Clone)]
 pub(super) enum Location {
     Jwks(Url),
@@ -263,7 +263,7 @@ pub(super) struct RemoteKeySet {
     attempts: tokio::sync::watch::Sender<u64>,
 }
 
-/// What a fetch changed, so that the verification cache can drop entries of removed keys.
+/// Changes a fetch made, so that the verification cache can drop entries of removed keys.
 pub(super) struct FetchOutcome {
     pub(super) removed_key_ids: Vec<u64>,
 }

@@ -17,7 +17,7 @@ struct Shared {
     base_url: String,
     keys: Mutex<Value>,
     cache_control: Mutex<Option<String>>,
-    /// The status every route answers with while the provider is down.
+    /// The status every route responds with while the provider is down.
     down: Mutex<Option<StatusCode>>,
     jwks_requests: AtomicUsize,
     discovery_requests: AtomicUsize,
@@ -75,7 +75,7 @@ impl JwksServer {
         *self.shared.cache_control.lock().unwrap() = value.map(str::to_owned);
     }
 
-    /// Makes every route answer `status` (`Some`) or serve again (`None`).
+    /// Makes every route respond with `status` (`Some`) or serve again (`None`).
     pub fn set_down(&self, status: Option<StatusCode>) {
         *self.shared.down.lock().unwrap() = status;
     }
