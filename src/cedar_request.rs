@@ -3,7 +3,7 @@
 //! `run-tests` files write them. They skip the claim mapping, since they name the
 //! principal directly. On the bundle's own entity store they are decided by
 //! [`engine::evaluate`], the function that decides the server's requests, with the same
-//! policy index and entity slice; on entities a test brings, by
+//! policy index and entity slice. On entities that a test brings, they are decided by
 //! [`engine::evaluate_request`].
 
 use std::str::FromStr;
@@ -27,7 +27,7 @@ pub struct PreparedRequest {
 }
 
 /// Error in a request or in entities written in Cedar's terms. The message names the
-/// field and says what is wrong.
+/// field and the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct CedarRequestError {
@@ -105,7 +105,7 @@ impl CedarRequest {
     }
 
     /// Builds the Cedar request. With a schema, the context is read by the action's
-    /// context type; `validate` also checks the request's types against the schema, as the
+    /// context type. `validate` also checks the request's types against the schema, as the
     /// server always does.
     pub fn build(
         &self,

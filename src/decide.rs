@@ -113,6 +113,10 @@ pub enum Credential<'a> {
     /// Claims that are trusted as given, for offline decisions (`cedargate authorize
     /// --claims`); never reachable over HTTP.
     TrustedClaims(&'a Map<String, Value>),
+    /// A principal entity that is trusted as given, for policy tests (`cedargate test`);
+    /// never reachable over HTTP. It skips the claim mapping, and the request is mapped
+    /// and decided as for a token's principal.
+    TrustedPrincipal(&'a cedar_policy::Entity),
 }
 
 /// Error that stopped a request before the policies could decide it.
@@ -337,8 +341,10 @@ impl Pdp {
         log: &mut LogFields,
     ) -> Result<engine::Evaluation, (DenyKind, AnswerError)> {
         let verified;
+        let no_claims = Map::new();
         let claims = match credential {
             Credential::TrustedClaims(claims) => claims,
+            Credential::TrustedPrincipal(_) => &no_claims,
             Credential::Missing => {
                 let error = AnswerError {
                     code: "missing_token".into(),
@@ -370,16 +376,24 @@ impl Pdp {
             input.resource.entity_type, input.resource.id
         ));
 
-        let mapped = snapshot
-            .mapping
-            .map(
-                &snapshot.bundle,
-                &self.config.decision.time_zone,
-                claims,
-                meta,
-                &input,
-            )
-            .map_err(mapping_error)?;
+        let time_zone = &self.config.decision.time_zone;
+        let mapped = match credential {
+            Credential::TrustedPrincipal(entity) => {
+                let principal = crate::mapping::PrincipalEntity::given(entity.clone());
+                snapshot.mapping.map_entity(
+                    &snapshot.bundle,
+                    time_zone,
+                    principal,
+                    None,
+                    meta,
+                    &input,
+                )
+            }
+            _ => snapshot
+                .mapping
+                .map(&snapshot.bundle, time_zone, claims, meta, &input),
+        }
+        .map_err(mapping_error)?;
         log.principal = mapped.request.principal().map(ToString::to_string);
         engine::evaluate(
             &snapshot.bundle,

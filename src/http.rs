@@ -118,7 +118,10 @@ fn too_large(limit: usize) -> AnswerError {
     }
 }
 
-fn request_meta(
+/// Builds the request metadata the server vouches for: the client address (the socket
+/// peer, or what a trusted proxy forwarded in its header) and the decision time.
+/// `cedargate test` calls it too, so a test case's headers are read as the server reads them.
+pub fn request_meta(
     pdp: &Pdp,
     peer: SocketAddr,
     headers: &HeaderMap,

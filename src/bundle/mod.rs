@@ -54,6 +54,35 @@ pub struct Bundle {
     pub regions: RegionTable,
 }
 
+impl Bundle {
+    /// Returns the bundle with `extra` entities added to its store, checked against the
+    /// schema, and everything derived from the store rebuilt. For test files that add
+    /// entities of their own; an entity with the UID of a stored one is an error.
+    pub fn with_entities(
+        self,
+        extra: Vec<Entity>,
+        policy_index: crate::config::PolicyIndexMode,
+    ) -> Result<Self, String> {
+        let entities = self
+            .entities
+            .add_entities(extra, Some(&self.schema))
+            .map_err(|err| diagnostics::error_chain(&err))?;
+        Ok(Self {
+            condition_literals: crate::engine::slice::condition_literals(
+                self.policies.policies(),
+                &entities,
+            ),
+            index: crate::engine::index::PolicyIndex::build(
+                &self.policies,
+                &entities,
+                policy_index,
+            ),
+            entities,
+            ..self
+        })
+    }
+}
+
 /// Result of loading a bundle: the bundle when there was no error, and every
 /// diagnostic, warnings included.
 pub struct LoadOutcome {

@@ -2,6 +2,7 @@
 
 pub mod authorize;
 pub mod serve;
+pub mod test;
 pub mod token;
 pub mod validate;
 
@@ -33,6 +34,8 @@ pub enum Command {
     Authorize(authorize::AuthorizeArgs),
     /// Mint a token signed by the development issuer.
     Token(token::TokenArgs),
+    /// Run policy test files (cedargate's YAML or JSON, or Cedar CLI `run-tests` files).
+    Test(test::TestArgs),
 }
 
 /// The config file option every subcommand shares.
@@ -70,5 +73,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Authorize(args) => authorize::run(&args),
         Command::Token(args) => token::run(&args),
+        Command::Test(args) => test::run(&args),
     }
 }

@@ -17,6 +17,26 @@ pub struct PrincipalEntity {
     pub parents: Vec<EntityUid>,
 }
 
+impl PrincipalEntity {
+    /// Takes an entity built elsewhere, such as a test case's explicit principal, with
+    /// the parents it names.
+    pub fn given(entity: Entity) -> Self {
+        let parents = entity
+            .to_json_value()
+            .ok()
+            .and_then(|json| json.get("parents").cloned())
+            .and_then(|parents| match parents {
+                Value::Array(items) => Some(items),
+                _ => None,
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|uid| EntityUid::from_json(uid).ok())
+            .collect();
+        Self { entity, parents }
+    }
+}
+
 /// A principal mapping, checked against the schema of one bundle.
 #[derive(Debug, Clone)]
 pub struct PrincipalMapping {

@@ -1,6 +1,6 @@
 //! Cedar's integration-test files, as Cedar's own test corpus writes them: one JSON object
 //! that names a policy file, a schema and an entities file (paths relative to a root
-//! folder), says whether the policies pass strict validation, and lists requests with
+//! folder), states whether the policies pass strict validation, and lists requests with
 //! their expected decision, determining policies and erroring policies.
 //!
 //! The bundle is loaded by the bundle loader with Cedar's positional policy IDs

@@ -12,7 +12,9 @@
 //! Every runner returns one [`CaseResult`] per case, with the checks that were made, so the
 //! reports ([`report`]) and the conformance counts read the same data.
 
+pub mod cases;
 pub mod integration;
+pub mod report;
 pub mod run_tests;
 
 use std::collections::BTreeSet;
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::Value;
 
-/// What one check of a case compares.
+/// The value one check of a case compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
@@ -122,10 +124,13 @@ pub struct CaseResult {
     /// 1-based line of the case in its file, when it could be found.
     pub line: Option<usize>,
     pub checks: Vec<Check>,
-    /// What stopped the case before its checks could run, such as a request that does not
+    /// The error that stopped the case before its checks could run, such as a request that does not
     /// fit the schema in a Cedar test file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Details of the actual response, such as the message of a rejected request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// The determining policies of the actual decision, for coverage.
     pub determining: Vec<String>,
 }
@@ -138,6 +143,7 @@ impl CaseResult {
             line,
             checks: Vec::new(),
             error: None,
+            detail: None,
             determining: Vec::new(),
         }
     }
@@ -163,7 +169,7 @@ impl CaseResult {
 
 /// Error that stops a whole test file: it cannot be read, is not valid YAML or JSON, does
 /// not have the expected shape, or names something that does not exist.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{}: {message}", location(.file, *.line))]
 pub struct FileError {
     pub file: PathBuf,

@@ -54,7 +54,7 @@ pub fn is_run_tests_file(text: &str) -> bool {
     )
 }
 
-/// Runs every test of a `run-tests` file against `bundle`. `validation` holds the strict
+/// Runs every test of a `run-tests` file against `bundle`. `validation` contains the strict
 /// validation findings of the bundle's policies; any of them fails every test, as in the
 /// Cedar CLI.
 pub fn run_file(
