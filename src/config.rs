@@ -1201,4 +1201,105 @@ mod tests {
         assert_eq!(keys.0, ["https://example.com/roles"]);
         assert!(problems.is_empty());
     }
+
+    /// Returns the problems of `MINIMAL` plus `extra`, or an empty list when it is valid.
+    fn problems_of(extra: &str) -> Vec<String> {
+        match Config::from_toml(Path::new("c.toml"), &format!("{MINIMAL}\n{extra}")) {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            Err(err) => vec![err.to_string()],
+        }
+    }
+
+    fn issuer_with_key(key: &str) -> String {
+        format!(
+            "[[issuer]]\nname = \"idp\"\nissuer = \"https://idp.test/realms/a/\"\n\
+             algorithms = [\"RS256\"]\nkeys = [{key}]\n"
+        )
+    }
+
+    #[test]
+    fn remote_key_urls() {
+        let accepted = [
+            "{ jwks_url = \"https://idp.test/keys\" }",
+            "{ jwks_url = \"http://127.0.0.1:8080/keys\" }",
+            "{ jwks_url = \"http://[::1]:8080/keys\" }",
+            "{ discovery = true }",
+            "{ discovery = \"https://idp.test/.well-known/openid-configuration\" }",
+        ];
+        for key in accepted {
+            assert_eq!(
+                problems_of(&issuer_with_key(key)),
+                Vec::<String>::new(),
+                "{key}"
+            );
+        }
+        let rejected = [
+            ("{ jwks_url = \"http://idp.test/keys\" }", "plain HTTP"),
+            (
+                "{ jwks_url = \"http://localhost:8080/keys\" }",
+                "plain HTTP",
+            ),
+            ("{ jwks_url = \"ftp://idp.test/keys\" }", "scheme `ftp`"),
+            (
+                "{ jwks_url = \"https://user:pw@idp.test/keys\" }",
+                "credentials",
+            ),
+            ("{ jwks_url = \"keys.json\" }", "not a URL"),
+            ("{ discovery = false }", "remove the entry"),
+            (
+                "{ jwks_url = \"https://idp.test/keys\", kid = \"a\" }",
+                "remove `kid`",
+            ),
+            (
+                "{ jwks_url = \"https://idp.test/keys\", pem = \"k.pem\" }",
+                "exactly one",
+            ),
+        ];
+        for (key, fragment) in rejected {
+            let problems = problems_of(&issuer_with_key(key));
+            assert_eq!(problems.len(), 1, "{key}: {problems:?}");
+            assert!(problems[0].contains(fragment), "{key}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn discovery_url_from_issuer() {
+        let text = format!("{MINIMAL}\n{}", issuer_with_key("{ discovery = true }"));
+        let config = Config::from_toml(Path::new("c.toml"), &text)
+            .unwrap_or_else(|err| unreachable!("{err}"));
+        let url = match config
+            .issuers
+            .first()
+            .and_then(|issuer| issuer.keys.first())
+        {
+            Some(KeySource::Discovery { url }) => url.to_string(),
+            other => unreachable!("expected a discovery key, got {other:?}"),
+        };
+        // The issuer's trailing slash is not doubled.
+        assert_eq!(
+            url,
+            "https://idp.test/realms/a/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn jwks_timing_bounds_checked() {
+        let problems = problems_of(
+            "[tokens]\njwks_refresh_min_seconds = 600\njwks_refresh_max_seconds = 60\n\
+             jwks_max_age_seconds = 30\njwks_refetch_interval_seconds = 0\nmax_token_bytes = 0\n",
+        );
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for fragment in [
+            "jwks_refresh_max_seconds: 60 is below",
+            "jwks_max_age_seconds: 30 is below",
+            "jwks_refetch_interval_seconds: must be at least 1",
+            "max_token_bytes: must be from 1",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(fragment)),
+                "{fragment}: {problems:?}"
+            );
+        }
+    }
 }

@@ -112,7 +112,7 @@ pub async fn run(
         crate::reload::hangup_signal(),
         shutdown.clone(),
     ));
-    let key_refresh = tokio::spawn(pdp.verifier().refresh_keys(shutdown.clone()));
+    let verifier_tasks = tokio::spawn(pdp.verifier().run_background_tasks(shutdown.clone()));
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "listening");
     }
@@ -197,7 +197,7 @@ pub async fn run(
     // A reload in progress finishes on its own; stopping does not wait for it for long.
     let background = async {
         let _ = reloads.await;
-        let _ = key_refresh.await;
+        let _ = verifier_tasks.await;
     };
     if tokio::time::timeout(BACKGROUND_STOP_LIMIT, background)
         .await

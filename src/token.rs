@@ -205,7 +205,7 @@ pub struct Verifier {
     cache: Arc<VerifyCache>,
     /// Present when an issuer has remote key sets.
     fetcher: Option<Arc<Fetcher>>,
-    failures: FailureCounts,
+    failures: Arc<FailureCounts>,
 }
 
 /// A token that passed every check.
@@ -245,6 +245,49 @@ impl FailureCounts {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// Interval of the log line that counts rejected tokens by reason.
+const FAILURE_SUMMARY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Logs, at every interval with new rejections, how many tokens were rejected for each
+/// reason since the last line. The decision log has every rejection, and this line shows
+/// a flood of them at a glance.
+async fn log_failure_summaries(
+    failures: Arc<FailureCounts>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut last = failures.snapshot();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(FAILURE_SUMMARY_INTERVAL) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let current = failures.snapshot();
+        let new: BTreeMap<&str, u64> = current
+            .iter()
+            .map(|(code, count)| {
+                let before = last.get(code).copied().unwrap_or(0);
+                (code.as_str(), count.saturating_sub(before))
+            })
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        if !new.is_empty() {
+            let total: u64 = new.values().sum();
+            let by_reason = new
+                .iter()
+                .map(|(code, count)| format!("{code}={count}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            tracing::info!(
+                total,
+                by_reason = %by_reason,
+                interval_s = FAILURE_SUMMARY_INTERVAL.as_secs(),
+                "tokens rejected since the last summary"
+            );
+        }
+        last = current;
     }
 }
 
@@ -288,7 +331,7 @@ impl Verifier {
             max_token_bytes: config.tokens.max_token_bytes,
             cache: Arc::new(VerifyCache::new(config.tokens.cache_max_entries)),
             fetcher,
-            failures: FailureCounts::default(),
+            failures: Arc::default(),
         })
     }
 
@@ -343,10 +386,14 @@ impl Verifier {
         let Some(issuer) = self.issuers.get(entry.token.issuer_index) else {
             return false;
         };
-        self.current_keys(issuer)
-            .keys
-            .iter()
-            .any(|key| key.id == entry.key_id)
+        // The same keys as `current_keys`, searched without collecting them.
+        if issuer.keys.iter().any(|key| key.id == entry.key_id) {
+            return true;
+        }
+        issuer.remote.iter().any(|set| {
+            set.usable_keys(self.max_age())
+                .is_ok_and(|fetched| fetched.keys.iter().any(|key| key.id == entry.key_id))
+        })
     }
 
     /// Returns the counts of rejected tokens by reason.
@@ -387,12 +434,14 @@ impl Verifier {
             .collect()
     }
 
-    /// Runs the background refresh of every remote key set until `shutdown` is
-    /// cancelled. The first fetch of each starts at once.
-    pub fn refresh_keys(
+    /// Runs the verifier's background tasks until `shutdown` is cancelled: the refresh
+    /// of every remote key set, whose first fetch starts at once, and the summary of
+    /// rejected tokens in the log.
+    pub fn run_background_tasks(
         &self,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let failures = Arc::clone(&self.failures);
         let jobs: Vec<_> = self
             .remote_sets()
             .filter_map(|set| {
@@ -401,12 +450,13 @@ impl Verifier {
             })
             .collect();
         async move {
-            let tasks: Vec<_> = jobs
+            let mut tasks: Vec<_> = jobs
                 .into_iter()
                 .map(|(set, fetcher, cache)| {
                     tokio::spawn(remote::refresh_loop(set, fetcher, cache, shutdown.clone()))
                 })
                 .collect();
+            tasks.push(tokio::spawn(log_failure_summaries(failures, shutdown)));
             for task in tasks {
                 let _ = task.await;
             }
@@ -473,6 +523,14 @@ impl Verifier {
     /// when its key is at hand.
     fn sets_to_refetch(&self, token: &str) -> Vec<Arc<RemoteKeySet>> {
         if token.len() > self.max_token_bytes {
+            return Vec::new();
+        }
+        // A cached token had its key at hand; its entry is checked again in `verify_at`.
+        if self
+            .cache
+            .digest(token)
+            .is_some_and(|digest| self.cache.contains(&digest))
+        {
             return Vec::new();
         }
         let mut parts = token.split('.');

@@ -396,3 +396,51 @@ async fn status_counts_failures_and_cache() {
     assert_eq!(remote["url"], provider.jwks_url());
     assert_eq!(remote["fetches_succeeded"], 1);
 }
+
+/// Runs `cedargate authorize` for the update request with `token` and the config in
+/// `dir`; returns the exit code and the printed answer.
+async fn authorize_offline(dir: &std::path::Path, token: &str) -> (Option<i32>, Value) {
+    let config = dir.join("cedargate.toml");
+    let token = token.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cedargate"))
+            .arg("authorize")
+            .arg("--config")
+            .arg(&config)
+            .args(["--token", &token, "--action", "update"])
+            .args(["--resource", "Crm::Customer::c-1001"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let answer = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "no JSON answer ({err}); stderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), answer)
+}
+
+#[tokio::test]
+async fn authorize_command_fetches_keys() {
+    let provider = JwksServer::start(key_set(&[ec_p256_jwk("ec-p256", "a")])).await;
+    let issuer = remote_issuer(
+        "remote",
+        provider.base_url(),
+        &format!("{{ jwks_url = \"{}\" }}", provider.jwks_url()),
+    );
+    let (dir, _) = default_bundle_with_issuers("", &issuer);
+    let token = sign_es256("ec-p256", "a", &editor_claims(provider.base_url()));
+
+    let (code, answer) = authorize_offline(dir.path(), &token).await;
+    assert_eq!(code, Some(0), "{answer:#}");
+    assert_eq!(answer["decision"], "allow");
+    assert_eq!(provider.jwks_requests(), 1);
+
+    provider.set_down(Some(StatusCode::SERVICE_UNAVAILABLE));
+    let (code, answer) = authorize_offline(dir.path(), &token).await;
+    assert_eq!(code, Some(2), "{answer:#}");
+    assert_eq!(answer["error"]["code"], "keys_unavailable");
+}

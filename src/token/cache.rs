@@ -86,6 +86,13 @@ impl VerifyCache {
         }
     }
 
+    /// Returns whether `digest` has an entry, without checking or counting it.
+    pub(super) fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.entries
+            .as_ref()
+            .is_some_and(|entries| entries.contains_key(digest))
+    }
+
     pub(super) fn insert(&self, digest: [u8; 32], entry: CachedToken) {
         if let Some(entries) = &self.entries {
             entries.insert(digest, Arc::new(entry));
