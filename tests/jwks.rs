@@ -444,3 +444,41 @@ async fn authorize_command_fetches_keys() {
     assert_eq!(code, Some(2), "{answer:#}");
     assert_eq!(answer["error"]["code"], "keys_unavailable");
 }
+
+#[tokio::test]
+async fn https_provider_with_ca_file() {
+    let (provider, certificate) =
+        JwksServer::start_tls(key_set(&[ec_p256_jwk("ec-p256", "a")])).await;
+    let issuer = remote_issuer(
+        "tls",
+        provider.base_url(),
+        &format!("{{ jwks_url = \"{}\" }}", provider.jwks_url()),
+    );
+    let tokens = format!(
+        "{}jwks_ca_file = \"ca.pem\"\n",
+        tokens_toml(60, 3600, 30, 86400)
+    );
+    let (dir, config) = default_bundle_with_issuers("", &format!("{tokens}\n{issuer}"));
+    // The CA file is read when the server starts, not when the config is parsed.
+    std::fs::write(dir.path().join("ca.pem"), &certificate).unwrap();
+    let server = TestServer::start(config).await;
+
+    let token = sign_es256("ec-p256", "a", &editor_claims(provider.base_url()));
+    assert_eq!(send(&server, &token).await, (StatusCode::OK, None));
+    assert_eq!(remote_status(&server).await["state"], "fresh");
+}
+
+#[tokio::test]
+async fn https_provider_untrusted_certificate() {
+    let (provider, _) = JwksServer::start_tls(key_set(&[ec_p256_jwk("ec-p256", "a")])).await;
+    let (_dir, server) = start_with_provider(&provider, &tokens_toml(60, 3600, 30, 86400)).await;
+
+    let token = sign_es256("ec-p256", "a", &editor_claims(provider.base_url()));
+    let (status, code) = send(&server, &token).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(code.as_deref(), Some("keys_unavailable"));
+    assert_eq!(provider.jwks_requests(), 0);
+    let status = remote_status(&server).await;
+    let error = status["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+}

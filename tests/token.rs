@@ -768,6 +768,39 @@ fn oversized_token_too_large() {
 
 // Key loading.
 
+/// An issuer whose keys come from a key set URL, with `tokens` settings before it.
+fn remote_issuer_toml(tokens: &str) -> String {
+    format!(
+        "[tokens]\n{tokens}\n[[issuer]]\nname = \"remote\"\nissuer = \"{ISS}\"\n\
+         algorithms = [\"RS256\"]\nkeys = [{{ jwks_url = \"https://issuer.test/keys\" }}]\n"
+    )
+}
+
+#[test]
+fn ca_file_without_certificates_rejected() {
+    let toml = remote_issuer_toml("jwks_ca_file = \"rsa-public.pem\"");
+    let err = load_error(load_verifier(&toml, &["rsa-public.pem"]));
+    assert_message_contains(&err, "`tokens.jwks_ca_file`");
+    assert_message_contains(&err, "no `CERTIFICATE` block");
+}
+
+#[test]
+fn ca_file_missing_rejected() {
+    let toml = remote_issuer_toml("jwks_ca_file = \"missing.pem\"");
+    let err = load_error(load_verifier(&toml, &[]));
+    assert_message_contains(&err, "missing.pem");
+}
+
+#[test]
+fn remote_keys_unavailable_before_fetch() {
+    // No fetch runs here, so the issuer's only key set is never loaded.
+    let verifier = verifier(&remote_issuer_toml(""), &[]);
+    let err = verify(&verifier, &token(Algorithm::RS256, &claims())).unwrap_err();
+    assert_reason(&err, "keys_unavailable");
+    assert_message_contains(&err, "has not been fetched yet");
+    assert_eq!(verifier.issuers_waiting_for_keys(), ["remote"]);
+}
+
 /// Returns the entry with `kid` from `tests/keys/jwks.json`.
 fn test_jwk(kid: &str) -> Value {
     let jwks: Value = serde_json::from_slice(&test_key("jwks.json")).unwrap();

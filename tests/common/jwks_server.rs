@@ -30,10 +30,77 @@ pub struct JwksServer {
 }
 
 impl JwksServer {
-    /// Serves `keys` on a free loopback port in the background of the current runtime.
+    /// Serves `keys` over plain HTTP on a free loopback port in the background of the
+    /// current runtime.
     pub async fn start(keys: Value) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let (shared, app) = Self::app(base_url, keys);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .unwrap();
+        });
+        Self { shared, shutdown }
+    }
+
+    /// Serves `keys` over HTTPS on a free loopback port, with a new self-signed
+    /// certificate for `127.0.0.1`. Returns the server and that certificate in PEM, which
+    /// clients must trust.
+    pub async fn start_tls(keys: Value) -> (Self, String) {
+        use tower::ServiceExt as _;
+
+        let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let certificate_pem = certified.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![certified.cert.der().clone()], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("https://{}", listener.local_addr().unwrap());
+        let (shared, app) = Self::app(base_url, keys);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => accepted.unwrap(),
+                    () = stop.cancelled() => return,
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    // A client that rejects the certificate ends the handshake.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            app.clone().oneshot(request.map(axum::body::Body::new))
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+        (Self { shared, shutdown }, certificate_pem)
+    }
+
+    /// Builds the shared state and the routes.
+    fn app(base_url: String, keys: Value) -> (Arc<Shared>, axum::Router) {
         let shared = Arc::new(Shared {
             base_url,
             keys: Mutex::new(keys),
@@ -46,18 +113,10 @@ impl JwksServer {
             .route("/jwks.json", get(jwks))
             .route("/.well-known/openid-configuration", get(discovery))
             .with_state(Arc::clone(&shared));
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .unwrap();
-        });
-        Self { shared, shutdown }
+        (shared, app)
     }
 
-    /// Returns `http://127.0.0.1:PORT`, which is also the `issuer` of its discovery document.
+    /// Returns `http://127.0.0.1:PORT` (`https://` for a TLS server), which is also the `issuer` of its discovery document.
     pub fn base_url(&self) -> &str {
         &self.shared.base_url
     }
