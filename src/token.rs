@@ -510,8 +510,7 @@ impl Verifier {
                 // The fetch runs as its own task, so that it completes and counts even
                 // when this request is cancelled.
                 let task = tokio::spawn(fetch);
-                let limit = settings.timeout.saturating_mul(2);
-                let _ = tokio::time::timeout(limit, task).await;
+                let _ = tokio::time::timeout(settings.timeout, task).await;
             } else {
                 let _ = tokio::time::timeout(settings.timeout, set.wait_for_running_fetch()).await;
             }

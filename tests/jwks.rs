@@ -277,7 +277,7 @@ async fn cache_control_clamped_to_minimum() {
 #[tokio::test]
 async fn provider_outage_served_until_max_age() {
     let provider = JwksServer::start(key_set(&[ec_p256_jwk("ec-p256", "a")])).await;
-    let (_dir, server) = start_with_provider(&provider, &tokens_toml(1, 1, 1, 3)).await;
+    let (_dir, server) = start_with_provider(&provider, &tokens_toml(1, 1, 1, 6)).await;
     let token = sign_es256("ec-p256", "a", &editor_claims(provider.base_url()));
     assert_eq!(send(&server, &token).await, (StatusCode::OK, None));
 
