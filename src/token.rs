@@ -532,6 +532,9 @@ impl Verifier {
         {
             return Vec::new();
         }
+
+        // Only `kid` and `iss` are read, and nothing in them is trusted: they just pick
+        // the sets to fetch.
         let mut parts = token.split('.');
         let (Some(header), Some(payload)) = (parts.next(), parts.next()) else {
             return Vec::new();
@@ -553,6 +556,7 @@ impl Verifier {
         if issuer.remote.is_empty() {
             return Vec::new();
         }
+
         let current = self.current_keys(issuer);
         let needs_fetch = match kid {
             Some(kid) => !current
