@@ -10,6 +10,11 @@ use tracing_subscriber::prelude::*;
 use cedargate::cli::{Cli, Command};
 use cedargate::decide::DECISION_LOG_TARGET;
 
+/// Cedar builds and drops many small values per decision; mimalloc serves them about
+/// twice as fast as the system allocator (measurements in docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Serve(_)));

@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 use crate::bundle::Bundle;
 use crate::bundle::diagnostics::error_chain;
 
+mod cedar_value;
 mod client_ip;
 mod principal;
 mod unique_json;
@@ -180,7 +181,7 @@ impl Mapping {
                     issuer.map_or("(no `iss` claim)".to_owned(), |iss| format!("`{iss}`"))
                 ))
             })?;
-        let principal = mapping.principal(bundle, claims)?;
+        let principal = mapping.principal(claims)?;
         self.map_entity(bundle, time_zone, principal, issuer, meta, input)
     }
 
@@ -237,16 +238,11 @@ impl Mapping {
             .as_object()
             .map(|object| object.keys().cloned().collect())
             .unwrap_or_default();
-        let context = Context::from_json_value(context_json, Some((&bundle.schema, &action)))
-            .map_err(|err| {
-                MappingError::request(
-                    "context",
-                    format!(
-                        "the context (the server's keys and the caller's `{CALLER_KEY}` record) does not match the action's context type: {}",
-                        error_chain(&err)
-                    ),
-                )
-            })?;
+        let context = match direct_context(&context_json, context_type) {
+            Some(context) => context,
+            None => Context::from_json_value(context_json.clone(), Some((&bundle.schema, &action)))
+                .map_err(|err| context_error(&err))?,
+        };
 
         let mut context_entities = Vec::new();
         for key in &context_keys {
@@ -257,12 +253,23 @@ impl Mapping {
 
         let request = Request::new(
             principal_uid,
-            action,
+            action.clone(),
             resource,
             context,
             Some(&bundle.schema),
         )
-        .map_err(|err| request_error(&err, input))?;
+        .map_err(|err| {
+            // Cedar's JSON parser names the offending attribute, where the check of a
+            // built context only says it does not fit, so a rejected context is parsed
+            // again for the message.
+            if let cedar_policy::RequestValidationError::InvalidContext(_) = err
+                && let Err(parse) =
+                    Context::from_json_value(context_json.clone(), Some((&bundle.schema, &action)))
+            {
+                return context_error(&parse);
+            }
+            request_error(&err, input)
+        })?;
         Ok(MappedRequest {
             request,
             principal: principal.entity,
@@ -270,6 +277,31 @@ impl Mapping {
             context_entities,
         })
     }
+}
+
+/// Builds the context without Cedar's JSON parser when that gives the same context: the
+/// server's keys have known types, and the caller's record is plain JSON whose declared
+/// type holds no entity or extension values. Returns `None` otherwise, and the schema
+/// then directs the parse. The schema checks the finished request either way.
+fn direct_context(context_json: &Value, declared: &RecordType) -> Option<Context> {
+    let object = context_json.as_object()?;
+    let mut pairs = Vec::with_capacity(object.len());
+    for (key, value) in object {
+        let value = if key == CALLER_KEY {
+            if !declared
+                .attributes
+                .get(CALLER_KEY)
+                .is_some_and(|attribute| cedar_value::reads_plain(&attribute.ty))
+            {
+                return None;
+            }
+            cedar_value::plain(value)?
+        } else {
+            cedar_value::typed(value).ok()?
+        };
+        pairs.push((key.clone(), value));
+    }
+    Context::from_pairs(pairs).ok()
 }
 
 /// Collects the entity UIDs inside a Cedar value.
@@ -473,6 +505,16 @@ fn server_context(
         ));
     }
     Ok(Value::Object(filled))
+}
+
+fn context_error(err: &cedar_policy::ContextJsonError) -> MappingError {
+    MappingError::request(
+        "context",
+        format!(
+            "the context (the server's keys and the caller's `{CALLER_KEY}` record) does not match the action's context type: {}",
+            error_chain(err)
+        ),
+    )
 }
 
 fn request_error(
