@@ -48,6 +48,9 @@ pub struct Config {
     /// The default principal mapping, for tokens of issuers without their own. Absent when
     /// every issuer has its own mapping, or when no issuer is configured.
     pub principal: Option<PrincipalConfig>,
+    pub decision_log: DecisionLogConfig,
+    /// A candidate bundle evaluated beside the active one (shadow mode), if configured.
+    pub shadow: Option<BundleConfig>,
 }
 
 /// Settings of the token stage beyond the issuers themselves.
@@ -189,6 +192,32 @@ impl BundleConfig {
     }
 }
 
+impl BundleConfig {
+    /// Returns the same bundle read from another folder: each path, relative to
+    /// `config_dir` (the folder of the config file), is resolved against `root` instead.
+    /// A candidate bundle laid out like the active one can so be loaded beside it.
+    pub fn rebased(&self, config_dir: &Path, root: &Path) -> Result<Self, String> {
+        let rebase = |path: &Path| -> Result<PathBuf, String> {
+            let relative = path.strip_prefix(config_dir).map_err(|_| {
+                format!(
+                    "`{}` is not inside the config file's folder `{}`, so it has no place in another bundle folder; use paths relative to the config file",
+                    path.display(),
+                    config_dir.display()
+                )
+            })?;
+            Ok(root.join(relative))
+        };
+        Ok(Self {
+            policies: rebase(&self.policies)?,
+            schema: rebase(&self.schema)?,
+            entities: rebase(&self.entities)?,
+            regions: self.regions.as_deref().map(rebase).transpose()?,
+            links: self.links.as_deref().map(rebase).transpose()?,
+            ..self.clone()
+        })
+    }
+}
+
 /// Forwarding header that carries the client address through trusted proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum ForwardedHeader {
@@ -227,6 +256,56 @@ pub struct DecisionConfig {
     pub time_zone_name: String,
     /// Entity type of actions, such as `Crm::Action`.
     pub action_type: String,
+    /// Whether a request may ask for `"debug": true`, which returns how each policy
+    /// evaluated. Off by default, because it shows callers the policies' structure.
+    pub debug: bool,
+}
+
+/// Where decision log lines go, how files rotate and which fields are redacted.
+#[derive(Debug, Clone)]
+pub struct DecisionLogConfig {
+    pub output: LogOutput,
+    /// Size at which the log file is rotated, in bytes.
+    pub max_file_bytes: u64,
+    /// Rotated files kept beside the current one (`decisions.log.1` is the newest).
+    pub max_files: usize,
+    /// Lines queued for the writer; a line that finds the queue full is dropped and counted.
+    pub buffer_lines: usize,
+    /// Principal attributes and context keys removed from every line.
+    pub redact: Vec<FieldPath>,
+    /// Principal attributes and context keys replaced by a SHA-256 hash of their value.
+    pub hash: Vec<FieldPath>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutput {
+    Stdout,
+    File(PathBuf),
+    Off,
+}
+
+/// A principal attribute or context key, such as `principal.email` or
+/// `context.caller.ssn`: the root, then the keys down nested records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    pub root: FieldRoot,
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldRoot {
+    Principal,
+    Context,
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let root = match self.root {
+            FieldRoot::Principal => "principal",
+            FieldRoot::Context => "context",
+        };
+        write!(f, "{root}.{}", self.keys.join("."))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +385,9 @@ struct RawConfig {
     #[serde(default, rename = "issuer")]
     issuers: Vec<RawIssuer>,
     principal: Option<RawPrincipal>,
+    #[serde(default)]
+    decision_log: RawDecisionLog,
+    shadow: Option<RawShadow>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -420,6 +502,60 @@ struct RawDecision {
     #[serde(default = "default_time_zone")]
     time_zone: String,
     action_type: String,
+    #[serde(default)]
+    debug: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDecisionLog {
+    #[serde(default = "default_log_output")]
+    output: String,
+    path: Option<PathBuf>,
+    #[serde(default = "default_max_file_bytes")]
+    max_file_bytes: u64,
+    #[serde(default = "default_max_files")]
+    max_files: usize,
+    #[serde(default = "default_buffer_lines")]
+    buffer_lines: usize,
+    #[serde(default)]
+    redact: Vec<String>,
+    #[serde(default)]
+    hash: Vec<String>,
+}
+
+impl Default for RawDecisionLog {
+    fn default() -> Self {
+        Self {
+            output: default_log_output(),
+            path: None,
+            max_file_bytes: default_max_file_bytes(),
+            max_files: default_max_files(),
+            buffer_lines: default_buffer_lines(),
+            redact: Vec::new(),
+            hash: Vec::new(),
+        }
+    }
+}
+
+fn default_log_output() -> String {
+    "stdout".to_owned()
+}
+fn default_max_file_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_max_files() -> usize {
+    5
+}
+/// A few seconds of lines at thousands of decisions per second, at about 1 KiB a line.
+fn default_buffer_lines() -> usize {
+    8192
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShadow {
+    bundle: PathBuf,
 }
 
 fn default_on_forbid_error() -> OnForbidError {
@@ -594,6 +730,13 @@ impl Config {
             .collect::<Vec<_>>();
         check_unique_issuers(&issuers, &mut problems);
         let tokens = validate_tokens(&raw.tokens, base, &mut problems);
+        let decision_log = validate_decision_log(raw.decision_log, base, &mut problems);
+        let shadow = raw.shadow.and_then(|shadow| {
+            bundle
+                .rebased(base, &base.join(&shadow.bundle))
+                .map_err(|problem| problems.push(format!("shadow.bundle: {problem}")))
+                .ok()
+        });
 
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
@@ -610,6 +753,8 @@ impl Config {
             leeway: Duration::from_secs(raw.tokens.leeway_seconds),
             tokens,
             principal,
+            decision_log,
+            shadow,
         })
     }
 
@@ -714,7 +859,94 @@ fn validate_decision(raw: RawDecision, problems: &mut Vec<String>) -> DecisionCo
         time_zone,
         time_zone_name: raw.time_zone,
         action_type: raw.action_type,
+        debug: raw.debug,
     }
+}
+
+fn validate_decision_log(
+    raw: RawDecisionLog,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> DecisionLogConfig {
+    let output = match (raw.output.as_str(), raw.path) {
+        ("stdout", None) => LogOutput::Stdout,
+        ("off", None) => LogOutput::Off,
+        ("file", Some(path)) => LogOutput::File(base.join(path)),
+        ("file", None) => {
+            problems.push(
+                "decision_log.path: required when `output = \"file\"`, such as `path = \"logs/decisions.log\"`"
+                    .to_owned(),
+            );
+            LogOutput::Off
+        }
+        ("stdout" | "off", Some(_)) => {
+            problems.push(format!(
+                "decision_log.path: only used with `output = \"file\"`, but output is `{}`",
+                raw.output
+            ));
+            LogOutput::Off
+        }
+        (other, _) => {
+            problems.push(format!(
+                "decision_log.output: `{other}` is not one of `stdout`, `file` and `off`"
+            ));
+            LogOutput::Off
+        }
+    };
+    if raw.max_file_bytes < 4096 {
+        problems.push("decision_log.max_file_bytes: must be at least 4096".to_owned());
+    }
+    if raw.buffer_lines == 0 {
+        problems.push("decision_log.buffer_lines: must be at least 1".to_owned());
+    }
+    let mut paths = |list: Vec<String>, key: &str| -> Vec<FieldPath> {
+        list.iter()
+            .filter_map(|text| {
+                parse_field_path(text)
+                    .map_err(|problem| problems.push(format!("decision_log.{key}: {problem}")))
+                    .ok()
+            })
+            .collect()
+    };
+    let redact = paths(raw.redact, "redact");
+    let hash = paths(raw.hash, "hash");
+    for path in &hash {
+        if redact.contains(path) {
+            problems.push(format!(
+                "decision_log.hash: `{path}` is also in `redact`; list it in one of them"
+            ));
+        }
+    }
+    DecisionLogConfig {
+        output,
+        max_file_bytes: raw.max_file_bytes,
+        max_files: raw.max_files,
+        buffer_lines: raw.buffer_lines,
+        redact,
+        hash,
+    }
+}
+
+/// Parses `principal.<attribute>` or `context.<key>`, with more `.<key>` parts for
+/// nested records.
+pub fn parse_field_path(text: &str) -> Result<FieldPath, String> {
+    let mut parts = text.split('.');
+    let root = match parts.next() {
+        Some("principal") => FieldRoot::Principal,
+        Some("context") => FieldRoot::Context,
+        _ => {
+            return Err(format!(
+                "`{text}` must start with `principal.` (an attribute) or `context.` (a context key)"
+            ));
+        }
+    };
+    let keys: Vec<String> = parts.map(str::to_owned).collect();
+    if keys.is_empty() || keys.iter().any(String::is_empty) {
+        return Err(format!(
+            "`{text}` names no field; write `principal.email` or `context.caller.ssn`"
+        ));
+    }
+    Ok(FieldPath { root, keys })
 }
 
 fn validate_issuer(

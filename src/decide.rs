@@ -8,17 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::bundle::{self, Bundle, Diagnostic};
 use crate::config::Config;
+use crate::decision_log::{CedarRequest, DecisionLog, DecisionRecord};
 use crate::engine::{self, DenyKind, PolicyError};
 use crate::mapping::{AuthorizeInput, Mapping, MappingError, RequestMeta};
 use crate::token::{TokenError, Verifier};
-
-/// The tracing target of decision log lines, separate from the operational log.
-pub const DECISION_LOG_TARGET: &str = "cedargate::decision";
 
 /// A loaded bundle together with the principal mapping checked against its schema.
 pub struct Snapshot {
@@ -55,6 +53,7 @@ pub struct Pdp {
     reload: Mutex<ReloadStatus>,
     /// A fixed time in milliseconds since the epoch, or `SYSTEM_CLOCK` for the real clock.
     fixed_time_ms: AtomicI64,
+    pub decision_log: DecisionLog,
 }
 
 const SYSTEM_CLOCK: i64 = i64::MIN;
@@ -120,7 +119,7 @@ pub enum Credential<'a> {
 }
 
 /// Error that stopped a request before the policies could decide it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnswerError {
     pub code: String,
     pub message: String,
@@ -169,12 +168,14 @@ impl Pdp {
     /// Builds the decision point with its verification keys and no bundle yet.
     pub fn new(config: Config) -> Result<Self, crate::token::KeyError> {
         let verifier = Verifier::from_config(&config)?;
+        let decision_log = DecisionLog::new(&config.decision_log);
         Ok(Self {
             config,
             verifier,
             current: ArcSwapOption::empty(),
             reload: Mutex::new(ReloadStatus::default()),
             fixed_time_ms: AtomicI64::new(SYSTEM_CLOCK),
+            decision_log,
         })
     }
 
@@ -268,7 +269,7 @@ impl Pdp {
             request_id,
             &mut log,
         );
-        log.emit(&answer, Some(meta.client_ip), started);
+        self.record(&answer, log, Some(meta.client_ip), meta.time, started);
         self.count_token_failure(&answer);
         answer
     }
@@ -291,9 +292,31 @@ impl Pdp {
         answer.revision = self
             .snapshot()
             .map(|snapshot| snapshot.bundle.revision.clone());
-        LogFields::default().emit(&answer, client_ip, started);
+        self.record(
+            &answer,
+            LogFields::default(),
+            client_ip,
+            self.now(),
+            started,
+        );
         self.count_token_failure(&answer);
         answer
+    }
+
+    /// Writes the decision log line of an answer.
+    fn record(
+        &self,
+        answer: &Answer,
+        log: LogFields,
+        client_ip: Option<IpAddr>,
+        time: jiff::Timestamp,
+        started: Instant,
+    ) {
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if self.decision_log.is_running() {
+            self.decision_log
+                .write(log.into_record(answer, client_ip, time, latency_us));
+        }
     }
 
     fn run(
@@ -394,7 +417,7 @@ impl Pdp {
                 .map(&snapshot.bundle, time_zone, claims, meta, &input),
         }
         .map_err(mapping_error)?;
-        log.principal = mapped.request.principal().map(ToString::to_string);
+        log.mapped(&mapped, self.decision_log.is_running());
         engine::evaluate(
             &snapshot.bundle,
             mapped,
@@ -496,7 +519,7 @@ fn mapping_error(err: MappingError) -> (DenyKind, AnswerError) {
     }
 }
 
-/// Identity fields for the decision log line, gathered along the path.
+/// Identity and request fields for the decision log line, gathered along the path.
 #[derive(Default)]
 struct LogFields {
     issuer: Option<String>,
@@ -505,33 +528,61 @@ struct LogFields {
     principal: Option<String>,
     action: Option<String>,
     resource: Option<String>,
+    request: Option<CedarRequest>,
 }
 
 impl LogFields {
-    fn emit(&self, answer: &Answer, client_ip: Option<IpAddr>, started: Instant) {
-        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let policies = answer.policies.join(",");
-        let errors: Vec<&str> = answer.errors.iter().map(|e| e.policy.as_str()).collect();
-        let deny = answer.deny.map(DenyKind::as_str);
-        let error_code = answer.error.as_ref().map(|e| e.code.as_str());
-        tracing::info!(
-            target: DECISION_LOG_TARGET,
-            request_id = %answer.request_id,
-            revision = answer.revision.as_deref(),
-            decision = answer.decision,
-            policies = %policies,
-            erroring = %errors.join(","),
-            deny,
-            error = error_code,
-            principal = self.principal.as_deref(),
-            action = self.action.as_deref(),
-            resource = self.resource.as_deref(),
-            issuer = self.issuer.as_deref(),
-            sub = self.subject.as_deref(),
-            jti = self.jti.as_deref(),
-            client_ip = client_ip.map(|ip| ip.to_string()),
-            latency_us,
-            "decision"
-        );
+    /// Takes the UIDs of a mapped request and, when `full` is set, the whole Cedar request.
+    fn mapped(&mut self, mapped: &crate::mapping::MappedRequest, full: bool) {
+        let request = &mapped.request;
+        self.principal = request.principal().map(ToString::to_string);
+        self.action = request.action().map(ToString::to_string);
+        self.resource = request.resource().map(ToString::to_string);
+        if full {
+            self.request = cedar_request(mapped);
+        }
     }
+
+    fn into_record(
+        self,
+        answer: &Answer,
+        client_ip: Option<IpAddr>,
+        time: jiff::Timestamp,
+        latency_us: u64,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            time: time.to_string(),
+            request_id: answer.request_id.clone(),
+            revision: answer.revision.clone(),
+            decision: answer.decision.to_owned(),
+            deny: answer.deny,
+            policies: answer.policies.clone(),
+            errors: answer.errors.clone(),
+            reasons: answer.reasons.clone(),
+            error: answer.error.clone(),
+            latency_us,
+            issuer: self.issuer,
+            sub: self.subject,
+            jti: self.jti,
+            client_ip: client_ip.map(|ip| ip.to_string()),
+            principal: self.principal,
+            action: self.action,
+            resource: self.resource,
+            request: self.request,
+            redacted: Vec::new(),
+            shadow: None,
+        }
+    }
+}
+
+/// Writes a mapped request in Cedar's JSON formats. Returns `None` if a part cannot be
+/// written, which a request built by the mapping never causes.
+fn cedar_request(mapped: &crate::mapping::MappedRequest) -> Option<CedarRequest> {
+    let request = &mapped.request;
+    Some(CedarRequest {
+        principal: mapped.principal.to_json_value().ok()?,
+        action: request.action()?.to_json_value().ok()?,
+        resource: request.resource()?.to_json_value().ok()?,
+        context: request.context()?.to_json_value().ok()?,
+    })
 }

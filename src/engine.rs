@@ -3,7 +3,7 @@
 use cedar_policy::{
     Authorizer, Decision as CedarDecision, Effect, Entities, PolicyId, PolicySet, Request,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::config::OnForbidError;
@@ -13,7 +13,7 @@ pub mod index;
 pub mod slice;
 
 /// Kind of deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DenyKind {
     /// A `forbid` policy matched.
@@ -43,7 +43,7 @@ impl DenyKind {
 }
 
 /// A policy whose evaluation raised an error.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyError {
     pub policy: String,
     pub message: String,

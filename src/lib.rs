@@ -20,6 +20,7 @@
 //!   context), decided by the engine without the claim mapping.
 //! - [`suite`]: policy test files (cedargate's own, Cedar CLI `run-tests`, Cedar's
 //!   integration tests) run through the decision path.
+//! - [`decision_log`]: one JSON line per decision, with redaction, on a background writer.
 //! - [`bundle`]: loading and validating policies, schema, entities and the region table.
 //! - [`reload`]: watching the bundle's files and swapping in valid new bundles.
 //! - [`http`] and [`server`]: the axum routes, startup and graceful shutdown.
@@ -34,6 +35,7 @@ pub mod cedar_request;
 pub mod cli;
 pub mod config;
 pub mod decide;
+pub mod decision_log;
 pub mod dev;
 pub mod engine;
 pub mod http;

@@ -29,6 +29,8 @@ pub enum StartError {
     Key(#[from] crate::token::KeyError),
     #[error("the bundle is invalid ({} errors); run `cedargate validate` for details", .0.iter().filter(|d| d.severity == Severity::Error).count())]
     Bundle(Vec<Diagnostic>),
+    #[error(transparent)]
+    DecisionLog(#[from] crate::decision_log::StartError),
     #[error("failed to listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -107,6 +109,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    pdp.decision_log.start()?;
     let reloads = tokio::spawn(crate::reload::run(
         Arc::clone(&pdp),
         crate::reload::hangup_signal(),
@@ -205,6 +208,7 @@ pub async fn run(
     {
         tracing::warn!("a reload was still running at shutdown");
     }
+    pdp.decision_log.close(BACKGROUND_STOP_LIMIT);
     tracing::info!("server stopped");
     Ok(())
 }

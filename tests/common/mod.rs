@@ -262,7 +262,12 @@ pub struct TestServer {
 impl TestServer {
     /// Loads the bundle, binds the configured address (use port 0) and serves in the
     /// background of the current tokio runtime.
-    pub async fn start(config: Config) -> Self {
+    pub async fn start(mut config: Config) -> Self {
+        // Decision lines on the test binary's standard output would bury the test report,
+        // so the default output is turned off; tests of the log configure a file.
+        if config.decision_log.output == cedargate::config::LogOutput::Stdout {
+            config.decision_log.output = cedargate::config::LogOutput::Off;
+        }
         let pdp = cedargate::server::prepare(config)
             .unwrap_or_else(|err| panic!("server failed to start: {err}"));
         Self::start_with(pdp).await
