@@ -961,7 +961,8 @@ async fn unknown_route_and_method() {
 
 #[tokio::test]
 async fn no_bundle_is_503() {
-    let (_dir, config) = common::default_bundle_copy("");
+    let (_dir, mut config) = common::default_bundle_copy("");
+    config.decision_log.output = cedargate::config::LogOutput::Off;
     let pdp = cedargate::decide::Pdp::new(config).unwrap();
     let server = TestServer::start_with(Arc::new(pdp)).await;
     server.pdp.set_fixed_time(Some(business_hours()));
