@@ -110,6 +110,8 @@ pub struct BundleConfig {
     pub regions: Option<PathBuf>,
     /// Optional template links file (JSON, in the Cedar CLI's format).
     pub links: Option<PathBuf>,
+    /// Optional API keys file (JSON): the hash of each key and its principal entity.
+    pub api_keys: Option<PathBuf>,
     /// Load a bundle without policies, which denies every request, instead of
     /// rejecting it as invalid.
     pub allow_empty_policies: bool,
@@ -167,6 +169,7 @@ impl BundleConfig {
             entities,
             regions: None,
             links: None,
+            api_keys: None,
             allow_empty_policies: false,
             reload: ReloadConfig::default(),
             policy_index: PolicyIndexMode::default(),
@@ -187,6 +190,9 @@ impl BundleConfig {
         }
         if let Some(links) = &self.links {
             paths.push(links);
+        }
+        if let Some(api_keys) = &self.api_keys {
+            paths.push(api_keys);
         }
         paths
     }
@@ -459,6 +465,7 @@ struct RawBundle {
     entities: PathBuf,
     regions: Option<PathBuf>,
     links: Option<PathBuf>,
+    api_keys: Option<PathBuf>,
     #[serde(default)]
     allow_empty_policies: bool,
     #[serde(default = "default_true")]
@@ -712,10 +719,12 @@ impl Config {
             entities: base.join(raw.bundle.entities),
             regions: raw.bundle.regions.map(|r| base.join(r)),
             links: raw.bundle.links.map(|l| base.join(l)),
+            api_keys: raw.bundle.api_keys.map(|k| base.join(k)),
             allow_empty_policies: raw.bundle.allow_empty_policies,
             reload,
             policy_index: raw.bundle.policy_index,
         };
+        check_api_keys_path(&bundle, &mut problems);
         let decision = validate_decision(raw.decision, &mut problems);
         let principal = raw
             .principal
@@ -797,6 +806,20 @@ fn validate_server(raw: RawServer, problems: &mut Vec<String>) -> ServerConfig {
         start_without_bundle: raw.start_without_bundle,
         trusted_proxies,
         forwarded_header: raw.forwarded_header,
+    }
+}
+
+/// The entities folder loads every `*.json` file in it as entities, so the keys file
+/// must live elsewhere, such as beside that folder.
+fn check_api_keys_path(bundle: &BundleConfig, problems: &mut Vec<String>) {
+    let Some(api_keys) = &bundle.api_keys else {
+        return;
+    };
+    if api_keys.starts_with(&bundle.entities) {
+        problems.push(format!(
+            "bundle.api_keys: `{}` is inside the entities folder, which reads every `*.json` file as entities; move it beside that folder",
+            api_keys.display()
+        ));
     }
 }
 

@@ -11,11 +11,12 @@ use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::bundle::api_keys::ApiKeyError;
 use crate::bundle::{self, Bundle, Diagnostic};
 use crate::config::Config;
 use crate::decision_log::{CedarRequest, DecisionLog, DecisionRecord};
 use crate::engine::{self, DenyKind, PolicyError};
-use crate::mapping::{AuthorizeInput, Mapping, MappingError, RequestMeta};
+use crate::mapping::{AuthorizeInput, Mapping, MappingError, PrincipalEntity, RequestMeta};
 use crate::token::{TokenError, Verifier};
 
 /// A loaded bundle together with the principal mapping checked against its schema.
@@ -109,6 +110,8 @@ pub enum Credential<'a> {
     Missing,
     /// A bearer token to verify.
     Bearer(&'a str),
+    /// An API key to look up in the bundle's keys file.
+    ApiKey(&'a str),
     /// Claims that are trusted as given, for offline decisions (`cedargate authorize
     /// --claims`); never reachable over HTTP.
     TrustedClaims(&'a Map<String, Value>),
@@ -369,12 +372,20 @@ impl Pdp {
             Credential::TrustedClaims(claims) => claims,
             Credential::TrustedPrincipal(_) => &no_claims,
             Credential::Missing => {
+                let message = if snapshot.bundle.api_keys.is_configured() {
+                    "send a bearer token in the `Authorization` header, or an API key in `X-API-Key` or `Authorization: ApiKey`"
+                } else {
+                    "send a bearer token in the `Authorization` header"
+                };
                 let error = AnswerError {
                     code: "missing_token".into(),
-                    message: "send a bearer token in the `Authorization` header".into(),
+                    message: message.into(),
                     field: None,
                 };
                 return Err((DenyKind::TokenInvalid, error));
+            }
+            Credential::ApiKey(key) => {
+                return self.evaluate_api_key(snapshot, key, body, meta, log);
             }
             Credential::Bearer(token) => {
                 verified = self.verify(token, meta).map_err(|err| {
@@ -392,12 +403,7 @@ impl Pdp {
         log.subject = claims.get("sub").and_then(Value::as_str).map(str::to_owned);
         log.jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
 
-        let input = parse_body(body).map_err(|error| (DenyKind::RequestInvalid, error))?;
-        log.action = Some(input.action.clone());
-        log.resource = Some(format!(
-            "{}::{:?}",
-            input.resource.entity_type, input.resource.id
-        ));
+        let input = parse_input(body, log)?;
 
         let time_zone = &self.config.decision.time_zone;
         let mapped = match credential {
@@ -426,6 +432,65 @@ impl Pdp {
         .map_err(mapping_error)
     }
 
+    /// Runs the stages for a request with an API key: the key's principal comes from the
+    /// entity store, as the keys file names it.
+    fn evaluate_api_key(
+        &self,
+        snapshot: &Snapshot,
+        key: &str,
+        body: &[u8],
+        meta: &RequestMeta,
+        log: &mut LogFields,
+    ) -> Result<engine::Evaluation, (DenyKind, AnswerError)> {
+        let bundle = &snapshot.bundle;
+        let found = bundle
+            .api_keys
+            .find(key, meta.time)
+            .map_err(|err| (DenyKind::TokenInvalid, api_key_error(&err)))?;
+        log.api_key = Some(found.id.clone());
+
+        // The loader checked that the principal exists; a missing one still fails closed.
+        let entity = bundle
+            .entities
+            .get(&found.principal)
+            .cloned()
+            .ok_or_else(|| {
+                let error = AnswerError {
+                    code: "invalid_api_key".into(),
+                    message: format!(
+                        "the principal `{}` of API key `{}` is not in the entity store",
+                        found.principal, found.id
+                    ),
+                    field: None,
+                };
+                (DenyKind::TokenInvalid, error)
+            })?;
+        let parents = bundle
+            .entities
+            .ancestors(&found.principal)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let principal = PrincipalEntity { entity, parents };
+
+        let input = parse_input(body, log)?;
+        let mapped = snapshot
+            .mapping
+            .map_entity(
+                bundle,
+                &self.config.decision.time_zone,
+                principal,
+                None,
+                meta,
+                &input,
+            )
+            .map_err(mapping_error)?;
+        log.principal = mapped.request.principal().map(ToString::to_string);
+        engine::evaluate(bundle, mapped, self.config.decision.on_forbid_error)
+            .map_err(mapping_error)
+    }
+
     fn verify(
         &self,
         token: &str,
@@ -434,6 +499,20 @@ impl Pdp {
         let now = meta.time.as_millisecond() as f64 / 1000.0;
         self.verifier.verify_at(token, now)
     }
+}
+
+/// Parses the request body and records the action and resource for the decision log.
+fn parse_input(
+    body: &[u8],
+    log: &mut LogFields,
+) -> Result<AuthorizeInput, (DenyKind, AnswerError)> {
+    let input = parse_body(body).map_err(|error| (DenyKind::RequestInvalid, error))?;
+    log.action = Some(input.action.clone());
+    log.resource = Some(format!(
+        "{}::{:?}",
+        input.resource.entity_type, input.resource.id
+    ));
+    Ok(input)
 }
 
 fn parse_body(body: &[u8]) -> Result<AuthorizeInput, AnswerError> {
@@ -498,6 +577,14 @@ fn token_error(err: &TokenError) -> AnswerError {
     }
 }
 
+fn api_key_error(err: &ApiKeyError) -> AnswerError {
+    AnswerError {
+        code: err.code().to_owned(),
+        message: err.to_string(),
+        field: None,
+    }
+}
+
 fn mapping_error(err: MappingError) -> (DenyKind, AnswerError) {
     match err {
         MappingError::Claims(message) => (
@@ -523,6 +610,8 @@ fn mapping_error(err: MappingError) -> (DenyKind, AnswerError) {
 #[derive(Default)]
 struct LogFields {
     issuer: Option<String>,
+    /// The `id` of the API key from the keys file, never the key.
+    api_key: Option<String>,
     subject: Option<String>,
     jti: Option<String>,
     principal: Option<String>,
@@ -562,6 +651,7 @@ impl LogFields {
             error: answer.error.clone(),
             latency_us,
             issuer: self.issuer,
+            api_key: self.api_key,
             sub: self.subject,
             jti: self.jti,
             client_ip: client_ip.map(|ip| ip.to_string()),

@@ -102,7 +102,7 @@ async fn authorize(
         }
     };
 
-    let credential = match bearer_token(&parts.headers) {
+    let credential = match credential(&parts.headers) {
         Ok(credential) => credential,
         Err(error) => return reject(StatusCode::UNAUTHORIZED, DenyKind::TokenInvalid, error),
     };
@@ -174,9 +174,45 @@ fn forwarded_client(
     })
 }
 
-/// Reads the bearer token. A request with no `Authorization` header, or another scheme,
-/// has no credential; more than one header is malformed.
-fn bearer_token(headers: &HeaderMap) -> Result<Credential<'_>, AnswerError> {
+/// Header that carries an API key, as many APIs name it.
+const API_KEY_HEADER: &str = "x-api-key";
+
+/// Reads the one credential of a request: a bearer token or an API key in
+/// `Authorization`, or an API key in `X-API-Key`. A request with both is malformed,
+/// because the two could name different callers.
+fn credential(headers: &HeaderMap) -> Result<Credential<'_>, AnswerError> {
+    let authorization = authorization_credential(headers)?;
+    let mut values = headers.get_all(API_KEY_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(authorization);
+    };
+    let malformed = |message: &str| AnswerError {
+        code: "malformed".into(),
+        message: message.into(),
+        field: None,
+    };
+    if values.next().is_some() {
+        return Err(malformed("more than one `X-API-Key` header"));
+    }
+    if !matches!(authorization, Credential::Missing) {
+        return Err(malformed(
+            "the request has both `Authorization` and `X-API-Key`; send one credential",
+        ));
+    }
+    let key = value
+        .to_str()
+        .map_err(|_| malformed("`X-API-Key` header is not ASCII"))?
+        .trim();
+    if key.is_empty() {
+        return Err(malformed("API key is empty"));
+    }
+    Ok(Credential::ApiKey(key))
+}
+
+/// Reads the `Authorization` header: a bearer token, or an API key with the `ApiKey`
+/// scheme. A request with no `Authorization` header, or another scheme, has no
+/// credential; more than one header is malformed.
+fn authorization_credential(headers: &HeaderMap) -> Result<Credential<'_>, AnswerError> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(Credential::Missing);
@@ -195,7 +231,15 @@ fn bearer_token(headers: &HeaderMap) -> Result<Credential<'_>, AnswerError> {
     let Some((scheme, token)) = value.split_once(' ') else {
         return Ok(Credential::Missing);
     };
+
     // RFC 7235 section 2.1: the scheme name is case-insensitive.
+    if scheme.eq_ignore_ascii_case("apikey") {
+        let key = token.trim();
+        if key.is_empty() {
+            return Err(malformed("API key is empty"));
+        }
+        return Ok(Credential::ApiKey(key));
+    }
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Ok(Credential::Missing);
     }
@@ -225,6 +269,8 @@ fn with_status(status: StatusCode, answer: Answer) -> Response {
         // RFC 6750 section 3: no error attribute when the request carried no token.
         let challenge = if code == "missing_token" {
             "Bearer realm=\"cedargate\"".to_owned()
+        } else if code.ends_with("_api_key") {
+            "ApiKey realm=\"cedargate\"".to_owned()
         } else {
             format!(
                 "Bearer realm=\"cedargate\", error=\"invalid_token\", error_description=\"{code}: {}\"",
@@ -355,6 +401,7 @@ async fn status(State(pdp): State<Arc<Pdp>>) -> Response {
             "loaded_at": bundle.loaded_at.to_string(),
             "files": bundle.files,
             "policies": bundle.policy_info.len(),
+            "api_keys": bundle.api_keys.len(),
         })
     });
     axum::Json(json!({

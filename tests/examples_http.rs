@@ -386,6 +386,7 @@ fn unserved_apps_rejected_by_loader() {
             entities: entities.clone(),
             regions: None,
             links: None,
+            api_keys: None,
             allow_empty_policies: false,
             reload: cedargate::config::ReloadConfig::default(),
             policy_index: cedargate::config::PolicyIndexMode::On,

@@ -2,6 +2,7 @@
 //! validates them strictly against the schema, and produces an immutable [`Bundle`]
 //! with a content revision. Knows nothing of HTTP, the CLI or tokens.
 
+pub mod api_keys;
 pub mod diagnostics;
 pub mod fingerprint;
 mod links;
@@ -19,6 +20,7 @@ use cedar_policy::{
 use sha2::{Digest, Sha256};
 
 use crate::config::BundleConfig;
+pub use api_keys::ApiKeys;
 pub use diagnostics::{Diagnostic, Severity};
 pub use fingerprint::{Fingerprint, fingerprint};
 pub use regions::RegionTable;
@@ -52,6 +54,8 @@ pub struct Bundle {
     /// The scope index over `policies`.
     pub index: crate::engine::index::PolicyIndex,
     pub regions: RegionTable,
+    /// The API keys, empty when the bundle has no keys file.
+    pub api_keys: ApiKeys,
 }
 
 impl Bundle {
@@ -204,6 +208,24 @@ pub fn load_with(config: &BundleConfig, options: LoadOptions) -> LoadOutcome {
             })
             .ok(),
     };
+    let api_keys = match (&config.api_keys, &entities) {
+        (None, _) => Some(ApiKeys::default()),
+        (Some(path), Some(entities)) => match read_text(path, &mut files) {
+            Ok(text) => api_keys::parse(
+                path,
+                &text,
+                entities,
+                jiff::Timestamp::now(),
+                &mut diagnostics,
+            ),
+            Err(diagnostic) => {
+                diagnostics.push(diagnostic);
+                None
+            }
+        },
+        // Keys name entities, so they are checked only when the entities loaded.
+        (Some(_), None) => None,
+    };
     let (mut policies, mut policy_info, mut sources) = policies;
     if let Some(path) = &config.links {
         match read_text(path, &mut files) {
@@ -232,8 +254,8 @@ pub fn load_with(config: &BundleConfig, options: LoadOptions) -> LoadOutcome {
     }
 
     let has_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
-    let bundle = match entities {
-        Some(entities) if !has_errors => Some(Bundle {
+    let bundle = match (entities, api_keys) {
+        (Some(entities), Some(api_keys)) if !has_errors => Some(Bundle {
             condition_literals: crate::engine::slice::condition_literals(
                 policies.policies(),
                 &entities,
@@ -252,6 +274,7 @@ pub fn load_with(config: &BundleConfig, options: LoadOptions) -> LoadOutcome {
             policy_info,
             entities,
             regions,
+            api_keys,
         }),
         _ => None,
     };

@@ -23,6 +23,14 @@ pub struct AuthorizeArgs {
         hide_env_values = true
     )]
     pub token: Option<String>,
+    /// An API key to look up in the bundle's keys file.
+    #[arg(
+        long,
+        group = "credential",
+        env = "CEDARGATE_API_KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
     /// A JSON file of claims to use as if they came from a verified token (`-` reads
     /// standard input). For testing policies; the signature step is skipped.
     #[arg(long, group = "credential")]
@@ -55,7 +63,7 @@ pub struct AuthorizeArgs {
 }
 
 /// Splits `Crm::Customer::c-1001` at the last `::` into type and id.
-fn parse_resource(text: &str) -> Result<(String, String), String> {
+pub(super) fn parse_resource(text: &str) -> Result<(String, String), String> {
     let (entity_type, id) = text
         .rsplit_once("::")
         .ok_or_else(|| format!("`{text}` is not TYPE::ID, such as `Crm::Customer::c-1001`"))?;
@@ -97,10 +105,11 @@ pub fn run(args: &AuthorizeArgs) -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    let credential = match (&args.token, &claims) {
-        (Some(token), _) => Credential::Bearer(token.trim()),
-        (None, Some(claims)) => Credential::TrustedClaims(claims),
-        (None, None) => Credential::Missing,
+    let credential = match (&args.token, &args.api_key, &claims) {
+        (Some(token), _, _) => Credential::Bearer(token.trim()),
+        (None, Some(key), _) => Credential::ApiKey(key.trim()),
+        (None, None, Some(claims)) => Credential::TrustedClaims(claims),
+        (None, None, None) => Credential::Missing,
     };
     let meta = RequestMeta {
         client_ip: args.ip,

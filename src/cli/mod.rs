@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand. Each `run` returns the exit code.
 
+pub mod api_key;
 pub mod authorize;
 pub mod serve;
 pub mod test;
@@ -31,11 +32,13 @@ pub enum Command {
     /// Parse and strictly validate policies, schema, entities and the mapping.
     Validate(validate::ValidateArgs),
     /// Make one decision offline and print the response as `POST /authorize` would.
-    Authorize(authorize::AuthorizeArgs),
+    Authorize(Box<authorize::AuthorizeArgs>),
     /// Mint a token signed by the development issuer.
     Token(token::TokenArgs),
     /// Run policy test files (cedargate's YAML or JSON, or Cedar CLI `run-tests` files).
     Test(test::TestArgs),
+    /// Generate an API key and the entry that stores its hash in the keys file.
+    ApiKey(api_key::ApiKeyArgs),
 }
 
 /// The config file option every subcommand shares.
@@ -74,5 +77,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Authorize(args) => authorize::run(&args),
         Command::Token(args) => token::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::ApiKey(args) => api_key::run(&args),
     }
 }

@@ -38,6 +38,9 @@ pub struct DecisionRecord {
     /// The configured name of the issuer that verified the token.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// The `id` of the API key from the keys file, never the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
     #[serde(default)]
     pub sub: Option<String>,
     #[serde(default)]
