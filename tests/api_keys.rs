@@ -156,6 +156,17 @@ async fn x_api_key_header_allows() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["decision"], "deny", "{body}");
 
+    let status: Value = server
+        .client
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["bundle"]["api_keys"], 2, "{status}");
+
     server.stop().await;
 }
 
@@ -553,4 +564,43 @@ fn existing_key_hashed_from_stdin() {
     let entry: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(entry["sha256"], sha256_hex(CLEANER_KEY));
     assert!(!stdout.contains(CLEANER_KEY), "{stdout}");
+}
+
+#[test]
+fn authorize_command_takes_api_key() {
+    let (dir, _) = bundle_with_keys(&standard_keys().to_string(), false);
+    let config = dir.path().join("cedargate.toml");
+    let authorize = |key: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cedargate"))
+            .env_remove("CEDARGATE_TOKEN")
+            .env_remove("CEDARGATE_API_KEY")
+            .env_remove("CEDARGATE_CONFIG")
+            .arg("authorize")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--api-key",
+                key,
+                "--action",
+                "read",
+                "--resource",
+                "App::Thing::t-1",
+            ])
+            .output()
+            .unwrap()
+    };
+
+    let output = authorize(BILLING_KEY);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        answer["policies"],
+        json!(["billing-team-reads"]),
+        "{answer}"
+    );
+
+    let output = authorize("cgk_unknown");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(answer["error"]["code"], "invalid_api_key", "{answer}");
 }
