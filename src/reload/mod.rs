@@ -72,6 +72,7 @@ pub fn reload_once(pdp: &Pdp, trigger: Trigger) -> ReloadResult {
 
 /// Like [`reload_once`], and also returns the fingerprint of the files it validated.
 fn reload_with_fingerprint(pdp: &Pdp, trigger: Trigger) -> (ReloadResult, Option<Fingerprint>) {
+    let started = std::time::Instant::now();
     let Some((snapshot, diagnostics, fingerprint)) = load_settled(pdp) else {
         tracing::warn!(
             trigger = trigger.as_str(),
@@ -104,6 +105,7 @@ fn reload_with_fingerprint(pdp: &Pdp, trigger: Trigger) -> (ReloadResult, Option
     tracing::info!(
         trigger = trigger.as_str(),
         %revision,
+        load_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         previous = current.as_deref(),
         policies,
         files,
