@@ -14,8 +14,9 @@ use serde_json::{Map, Value};
 use crate::bundle::api_keys::ApiKeyError;
 use crate::bundle::{self, Bundle, Diagnostic};
 use crate::config::Config;
-use crate::decision_log::{CedarRequest, DecisionLog, DecisionRecord};
+use crate::decision_log::{CedarRequest, DecisionLog, DecisionRecord, ShadowOutcome};
 use crate::engine::{self, DenyKind, PolicyError};
+use crate::explain::PolicyTrace;
 use crate::mapping::{AuthorizeInput, Mapping, MappingError, PrincipalEntity, RequestMeta};
 use crate::token::{TokenError, Verifier};
 
@@ -28,7 +29,17 @@ pub struct Snapshot {
 /// Loads the bundle the config describes and checks the mapping against it. Returns the
 /// snapshot when there is no error, and every diagnostic, warnings included.
 pub fn load_snapshot(config: &Config) -> (Option<Snapshot>, Vec<Diagnostic>) {
-    let outcome = bundle::load(&config.bundle);
+    load_snapshot_from(config, &config.bundle)
+}
+
+/// Loads the bundle at `bundle_config` with the mapping of `config`, as
+/// [`load_snapshot`] does for the configured bundle. Shadow mode and `cedargate replay`
+/// load candidate bundles this way.
+pub fn load_snapshot_from(
+    config: &Config,
+    bundle_config: &crate::config::BundleConfig,
+) -> (Option<Snapshot>, Vec<Diagnostic>) {
+    let outcome = bundle::load(bundle_config);
     let mut diagnostics = outcome.diagnostics;
     let Some(bundle) = outcome.bundle else {
         return (None, diagnostics);
@@ -55,6 +66,10 @@ pub struct Pdp {
     /// A fixed time in milliseconds since the epoch, or `SYSTEM_CLOCK` for the real clock.
     fixed_time_ms: AtomicI64,
     pub decision_log: DecisionLog,
+    metrics: crate::metrics::Metrics,
+    policy_stats: crate::inventory::PolicyStats,
+    /// The candidate bundle of shadow mode, evaluated beside the active one.
+    shadow: ArcSwapOption<Snapshot>,
 }
 
 const SYSTEM_CLOCK: i64 = i64::MIN;
@@ -145,6 +160,9 @@ pub struct Answer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
     pub request_id: String,
+    /// For a request with `"debug": true`: how each policy whose scope matched evaluated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub debug: Option<Vec<crate::explain::PolicyTrace>>,
 }
 
 impl Answer {
@@ -163,6 +181,7 @@ impl Answer {
             error: Some(error),
             revision: None,
             request_id,
+            debug: None,
         }
     }
 }
@@ -179,7 +198,55 @@ impl Pdp {
             reload: Mutex::new(ReloadStatus::default()),
             fixed_time_ms: AtomicI64::new(SYSTEM_CLOCK),
             decision_log,
+            metrics: crate::metrics::Metrics::default(),
+            policy_stats: crate::inventory::PolicyStats::default(),
+            shadow: ArcSwapOption::empty(),
         })
+    }
+
+    /// Returns the counters updated on the decision path.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+
+    /// Returns the hit counts of the policies.
+    pub fn policy_stats(&self) -> &crate::inventory::PolicyStats {
+        &self.policy_stats
+    }
+
+    /// Returns the shadow bundle, if shadow mode is on and one loaded.
+    pub fn shadow(&self) -> Option<Arc<Snapshot>> {
+        self.shadow.load_full()
+    }
+
+    /// Loads the shadow bundle, when one is configured, and publishes it if it is valid.
+    /// An invalid candidate is logged and leaves the previous one (or none) in place:
+    /// shadow mode never affects the answers.
+    pub fn reload_shadow(&self) {
+        let Some(bundle_config) = &self.config.shadow else {
+            return;
+        };
+        let (snapshot, diagnostics) = load_snapshot_from(&self.config, bundle_config);
+        match snapshot {
+            Some(snapshot) => {
+                let revision = snapshot.bundle.revision.clone();
+                let changed = self
+                    .shadow()
+                    .is_none_or(|current| current.bundle.revision != revision);
+                if changed {
+                    tracing::info!(%revision, "shadow bundle loaded");
+                    self.shadow.store(Some(Arc::new(snapshot)));
+                }
+            }
+            None => {
+                for diagnostic in diagnostics
+                    .iter()
+                    .filter(|d| d.severity == crate::bundle::Severity::Error)
+                {
+                    tracing::error!(error = %diagnostic.render(), "shadow bundle invalid; shadow evaluation uses the previous one, if any");
+                }
+            }
+        }
     }
 
     /// Returns the token verifier, with its key status, cache and failure counts.
@@ -315,7 +382,17 @@ impl Pdp {
         time: jiff::Timestamp,
         started: Instant,
     ) {
-        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let deny = answer.deny.map_or("", DenyKind::as_str);
+        let action = log.action_id.as_deref().unwrap_or_default();
+        self.metrics
+            .decision(action, answer.decision, deny, elapsed.as_secs_f64());
+        self.policy_stats.record(&answer.policies, time);
+        if let Some(shadow) = log.shadow.as_ref().filter(|shadow| shadow.differs) {
+            self.metrics
+                .shadow_difference(action, answer.decision, &shadow.decision);
+        }
         if self.decision_log.is_running() {
             self.decision_log
                 .write(log.into_record(answer, client_ip, time, latency_us));
@@ -341,7 +418,7 @@ impl Pdp {
         };
 
         let mut answer = match self.evaluate(snapshot, credential, body, meta, log) {
-            Ok(evaluation) => Answer {
+            Ok((evaluation, debug)) => Answer {
                 decision: if evaluation.allowed { "allow" } else { "deny" },
                 policies: evaluation.policies,
                 errors: evaluation.errors,
@@ -350,6 +427,7 @@ impl Pdp {
                 error: None,
                 revision: None,
                 request_id,
+                debug,
             },
             Err((kind, error)) => Answer::rejected(kind, error, request_id),
         };
@@ -365,7 +443,7 @@ impl Pdp {
         body: &[u8],
         meta: &RequestMeta,
         log: &mut LogFields,
-    ) -> Result<engine::Evaluation, (DenyKind, AnswerError)> {
+    ) -> Result<Evaluated, (DenyKind, AnswerError)> {
         let verified;
         let no_claims = Map::new();
         let claims = match credential {
@@ -404,6 +482,7 @@ impl Pdp {
         log.jti = claims.get("jti").and_then(Value::as_str).map(str::to_owned);
 
         let input = parse_input(body, log)?;
+        self.check_debug(&input)?;
 
         let time_zone = &self.config.decision.time_zone;
         let mapped = match credential {
@@ -423,13 +502,80 @@ impl Pdp {
                 .map(&snapshot.bundle, time_zone, claims, meta, &input),
         }
         .map_err(mapping_error)?;
+        self.evaluate_mapped(snapshot, mapped, input.debug, log)
+    }
+
+    /// Rejects `"debug": true` unless the config allows it.
+    fn check_debug(&self, input: &AuthorizeInput) -> Result<(), (DenyKind, AnswerError)> {
+        if input.debug && !self.config.decision.debug {
+            let error = AnswerError {
+                code: "invalid_request".into(),
+                message: "debug: this server does not allow `debug`; set `decision.debug = true` in its config to allow it".into(),
+                field: Some("debug".into()),
+            };
+            return Err((DenyKind::RequestInvalid, error));
+        }
+        Ok(())
+    }
+
+    /// Evaluates a mapped request on the active bundle, and on the shadow bundle in
+    /// shadow mode, with the per-policy results when `debug` is set.
+    fn evaluate_mapped(
+        &self,
+        snapshot: &Snapshot,
+        mapped: crate::mapping::MappedRequest,
+        debug: bool,
+        log: &mut LogFields,
+    ) -> Result<Evaluated, (DenyKind, AnswerError)> {
         log.mapped(&mapped, self.decision_log.is_running());
-        engine::evaluate(
+        let debug = if debug {
+            Some(crate::explain::trace(&snapshot.bundle, &mapped).map_err(mapping_error)?)
+        } else {
+            None
+        };
+        let shadow = self.shadow().map(|shadow| (shadow, mapped.clone()));
+
+        let evaluation = engine::evaluate(
             &snapshot.bundle,
             mapped,
             self.config.decision.on_forbid_error,
         )
-        .map_err(mapping_error)
+        .map_err(mapping_error)?;
+        if let Some((shadow, mapped)) = shadow {
+            log.shadow = Some(self.evaluate_shadow(&shadow, mapped, &evaluation));
+        }
+        Ok((evaluation, debug))
+    }
+
+    /// Evaluates a request mapped for the active bundle against the shadow bundle.
+    fn evaluate_shadow(
+        &self,
+        shadow: &Snapshot,
+        mapped: crate::mapping::MappedRequest,
+        active: &engine::Evaluation,
+    ) -> ShadowOutcome {
+        let revision = shadow.bundle.revision.clone();
+        match engine::evaluate(&shadow.bundle, mapped, self.config.decision.on_forbid_error) {
+            Ok(candidate) => ShadowOutcome {
+                revision,
+                decision: if candidate.allowed { "allow" } else { "deny" }.to_owned(),
+                deny: candidate.deny_kind,
+                differs: candidate.allowed != active.allowed
+                    || candidate.policies != active.policies,
+                policies: candidate.policies,
+                errors: candidate.errors,
+            },
+            // The request fits the active bundle but not the candidate, whose answer would
+            // be a rejection: a deny.
+            Err(err) => ShadowOutcome {
+                revision,
+                decision: "deny".to_owned(),
+                deny: Some(mapping_error(err).0),
+                differs: true,
+                policies: Vec::new(),
+                errors: Vec::new(),
+            },
+        }
     }
 
     /// Runs the stages for a request with an API key: the key's principal comes from the
@@ -441,7 +587,7 @@ impl Pdp {
         body: &[u8],
         meta: &RequestMeta,
         log: &mut LogFields,
-    ) -> Result<engine::Evaluation, (DenyKind, AnswerError)> {
+    ) -> Result<Evaluated, (DenyKind, AnswerError)> {
         let bundle = &snapshot.bundle;
         let found = bundle
             .api_keys
@@ -475,6 +621,7 @@ impl Pdp {
         let principal = PrincipalEntity { entity, parents };
 
         let input = parse_input(body, log)?;
+        self.check_debug(&input)?;
         let mapped = snapshot
             .mapping
             .map_entity(
@@ -486,9 +633,7 @@ impl Pdp {
                 &input,
             )
             .map_err(mapping_error)?;
-        log.principal = mapped.request.principal().map(ToString::to_string);
-        engine::evaluate(bundle, mapped, self.config.decision.on_forbid_error)
-            .map_err(mapping_error)
+        self.evaluate_mapped(snapshot, mapped, input.debug, log)
     }
 
     fn verify(
@@ -606,6 +751,9 @@ fn mapping_error(err: MappingError) -> (DenyKind, AnswerError) {
     }
 }
 
+/// An evaluation, and the per-policy results when the request asked for `debug`.
+type Evaluated = (engine::Evaluation, Option<Vec<PolicyTrace>>);
+
 /// Identity and request fields for the decision log line, gathered along the path.
 #[derive(Default)]
 struct LogFields {
@@ -618,6 +766,9 @@ struct LogFields {
     action: Option<String>,
     resource: Option<String>,
     request: Option<CedarRequest>,
+    /// The action id of a mapped request, for metrics.
+    action_id: Option<String>,
+    shadow: Option<ShadowOutcome>,
 }
 
 impl LogFields {
@@ -627,6 +778,7 @@ impl LogFields {
         self.principal = request.principal().map(ToString::to_string);
         self.action = request.action().map(ToString::to_string);
         self.resource = request.resource().map(ToString::to_string);
+        self.action_id = request.action().map(|uid| uid.id().unescaped().to_owned());
         if full {
             self.request = cedar_request(mapped);
         }
@@ -660,7 +812,7 @@ impl LogFields {
             resource: self.resource,
             request: self.request,
             redacted: Vec::new(),
-            shadow: None,
+            shadow: self.shadow,
         }
     }
 }

@@ -24,6 +24,8 @@ pub fn app(pdp: Arc<Pdp>) -> Router {
         .route("/healthz", get(healthz).fallback(method_not_allowed))
         .route("/readyz", get(readyz).fallback(method_not_allowed))
         .route("/status", get(status).fallback(method_not_allowed))
+        .route("/metrics", get(metrics).fallback(method_not_allowed))
+        .route("/policies", get(policies).fallback(method_not_allowed))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&pdp), limit_time))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -421,4 +423,27 @@ async fn status(State(pdp): State<Arc<Pdp>>) -> Response {
         },
     }))
     .into_response()
+}
+
+async fn metrics(State(pdp): State<Arc<Pdp>>) -> Response {
+    match crate::metrics::render(&pdp) {
+        Ok(text) => ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "failed to render the metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Lists the serving bundle's policies with their hit counts.
+async fn policies(State(pdp): State<Arc<Pdp>>) -> Response {
+    let Some(snapshot) = pdp.snapshot() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "revision": null, "policies": [] })),
+        )
+            .into_response();
+    };
+    let entries = crate::inventory::list(&snapshot.bundle, pdp.policy_stats());
+    axum::Json(json!({ "revision": snapshot.bundle.revision, "policies": entries })).into_response()
 }

@@ -21,6 +21,8 @@
 //! - [`suite`]: policy test files (cedargate's own, Cedar CLI `run-tests`, Cedar's
 //!   integration tests) run through the decision path.
 //! - [`decision_log`]: one JSON line per decision, with redaction, on a background writer.
+//! - [`explain`]: per-policy results for requests that ask for `debug`.
+//! - [`metrics`] and [`inventory`]: Prometheus metrics and the policy listing with hit counts.
 //! - [`bundle`]: loading and validating policies, schema, entities and the region table.
 //! - [`reload`]: watching the bundle's files and swapping in valid new bundles.
 //! - [`http`] and [`server`]: the axum routes, startup and graceful shutdown.
@@ -38,8 +40,11 @@ pub mod decide;
 pub mod decision_log;
 pub mod dev;
 pub mod engine;
+pub mod explain;
 pub mod http;
+pub mod inventory;
 pub mod mapping;
+pub mod metrics;
 pub mod reload;
 pub mod server;
 pub mod suite;

@@ -84,6 +84,7 @@ pub fn prepare(config: Config) -> Result<Arc<Pdp>, StartError> {
         "bundle loaded"
     );
     pdp.publish(snapshot);
+    pdp.reload_shadow();
     Ok(Arc::new(pdp))
 }
 

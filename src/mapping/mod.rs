@@ -75,6 +75,9 @@ pub struct AuthorizeInput {
     /// Path of the API call being authorized.
     #[serde(default)]
     pub path: Option<String>,
+    /// Asks for how each policy evaluated, when the config allows it.
+    #[serde(default)]
+    pub debug: bool,
 }
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -86,6 +89,7 @@ pub struct ResourceRef {
 }
 
 /// A Cedar request and the principal entity that goes with it.
+#[derive(Clone)]
 pub struct MappedRequest {
     pub request: Request,
     pub principal: Entity,

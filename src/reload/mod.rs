@@ -72,6 +72,8 @@ pub fn reload_once(pdp: &Pdp, trigger: Trigger) -> ReloadResult {
 
 /// Like [`reload_once`], and also returns the fingerprint of the files it validated.
 fn reload_with_fingerprint(pdp: &Pdp, trigger: Trigger) -> (ReloadResult, Option<Fingerprint>) {
+    // Nothing watches the shadow bundle's files, so it is read again on every reload.
+    pdp.reload_shadow();
     let started = std::time::Instant::now();
     let Some((snapshot, diagnostics, fingerprint)) = load_settled(pdp) else {
         tracing::warn!(
