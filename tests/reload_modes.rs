@@ -140,6 +140,32 @@ async fn empty_policy_set_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_only_policy_file_not_reported_empty() {
+    let (dir, server) = start("").await;
+    std::fs::remove_file(dir.path().join("policies/legal-hold.cedar")).unwrap();
+    std::fs::write(dir.path().join("policies/customers.cedar"), "permit (").unwrap();
+
+    // The set is empty only because the file did not parse; the parse error is the one
+    // to report.
+    let stale = wait_for_stale(&server).await;
+    let errors: Vec<&Value> = stale["last_reload_error"]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{stale:#}");
+    assert!(
+        errors[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("policies/customers.cedar"),
+        "{stale:#}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_policy_set_allowed_denies_all() {
     let (dir, server) = start("allow_empty_policies = true").await;
     let old = revision(&status(&server).await);

@@ -65,7 +65,8 @@ forbid (
 );
 "#;
 
-/// The exports of `c-1001` and of `c-2001` (under legal hold): `true` where allowed.
+/// Sends an export request for `c-1001` and one for `c-2001` (under legal hold), and
+/// returns for each whether it was allowed.
 async fn exports(server: &TestServer) -> (bool, bool) {
     let plain = decide(server, exporter(), "export", "c-1001").await;
     let held = decide(server, exporter(), "export", "c-2001").await;

@@ -248,8 +248,10 @@ pub fn load_with(config: &BundleConfig, options: LoadOptions) -> LoadOutcome {
     if options.enforce_validation {
         diagnostics.extend(validation.iter().cloned());
     }
-    // Templates alone never apply, so only static and linked policies count here.
-    if policies.policies().next().is_none() {
+    // Templates alone never apply, so only static and linked policies count here. A
+    // policy file that failed to parse already has its error, which is the one to fix.
+    let earlier_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
+    if policies.policies().next().is_none() && !earlier_errors {
         diagnostics.push(empty_policies(config));
     }
 

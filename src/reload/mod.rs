@@ -1,7 +1,7 @@
 //! Hot reload: one reload path for every trigger. File system events (debounced), scans
-//! in poll mode and `SIGHUP` all end in [`reload_once`], which loads the whole bundle
-//! aside, checks that its files did not change while they were read, validates it as
-//! `cedargate validate` does, and publishes it only when it is valid and new. Reloads run
+//! in poll mode and `SIGHUP` all end in [`reload_once`]. It loads the whole bundle aside
+//! and checks that its files did not change while they were read. Then it validates the
+//! bundle as `cedargate validate` does, and publishes it only when it is valid and new. Reloads run
 //! one at a time, so a slow reload can never publish older files after a newer one.
 //!
 //! The reload path knows nothing of the individual files: it reads whatever
@@ -19,7 +19,7 @@ use crate::bundle::{self, Diagnostic, Fingerprint, Severity};
 use crate::decide::{Pdp, Snapshot, WatchMode, WatchStatus, load_snapshot};
 use watcher::{FileWatcher, WatchSignal};
 
-/// What started a reload, for the log.
+/// Cause of a reload, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     /// The reload right after the watcher started, which catches changes made between
@@ -177,7 +177,7 @@ fn diagnostic_line(diagnostic: &Diagnostic) -> String {
     }
 }
 
-/// How the reload task learns of changed files.
+/// Source of change notices for the reload task.
 enum Source {
     /// File system events from notify.
     Events(Arc<Mutex<FileWatcher>>),
@@ -191,8 +191,8 @@ enum Source {
     Off,
 }
 
-/// Runs the reload task until `shutdown` is cancelled: watches the bundle's files as the
-/// config says, reloads after each burst of events, each changed scan and each `SIGHUP`,
+/// Runs the reload task until `shutdown` is cancelled: watches the bundle's files in the
+/// configured mode, reloads after each burst of events, each changed scan and each `SIGHUP`,
 /// and falls back to polling when the event watcher fails. Takes the `SIGHUP` listener,
 /// so that it is installed before the server listens: an unhandled `SIGHUP` would end the
 /// process.
@@ -273,8 +273,8 @@ pub async fn run(pdp: Arc<Pdp>, mut hangup: Hangup, shutdown: CancellationToken)
     }
 }
 
-/// Switches to poll mode, because the config asks for it or because the event watcher
-/// failed with `failure`.
+/// Switches to poll mode, because the config sets it or because the event watcher failed
+/// with `failure`.
 fn poll_source(pdp: &Pdp, failure: Option<notify::Error>) -> Source {
     let every = pdp.config.bundle.reload.poll_interval;
     let error = failure.map(|err| {

@@ -2,7 +2,7 @@
 //! changing the bundle raises an event, and which events count.
 //!
 //! For each bundle path the watcher watches two things. The first is the folder that
-//! contains the path, without recursion, so it sees the path itself being written,
+//! contains the path, without recursion, so it gets events when the path itself is written,
 //! replaced by a rename, deleted, recreated, or swapped through a symlink such as
 //! Kubernetes' `..data`. The second, when the path is a folder, is that folder's real
 //! location, recursively. The watches are brought up to date before each reload, so a
@@ -25,7 +25,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 
 use crate::config::BundleConfig;
 
-/// What the watcher reports to the reload task.
+/// Signal from the watcher to the reload task.
 #[derive(Debug)]
 pub enum WatchSignal {
     /// A file event that can change the bundle.
@@ -84,7 +84,7 @@ impl FileWatcher {
     ///
     /// Returns an error when a watch could not be set, such as when the inotify watch limit
     /// is reached. A folder that disappears while it is being watched is not an error: the
-    /// watch of the folder that contains it sees it come back.
+    /// watch of the folder that contains it reports its return.
     pub fn refresh(&mut self, config: &BundleConfig) -> Result<(), notify::Error> {
         let (targets, filter) = plan(config);
         if let Ok(mut shared) = self.filter.write() {
@@ -110,7 +110,7 @@ impl FileWatcher {
                     tracing::debug!(path = %target.path.display(), recursive = target.recursive, "watching");
                     self.watched.push(target);
                 }
-                // Deleted since `plan` looked: the watch of its parent sees it return.
+                // Deleted since `plan` listed it: the watch of its parent reports its return.
                 Err(err) if matches!(err.kind, notify::ErrorKind::PathNotFound) => {}
                 Err(err) => return Err(err),
             }

@@ -120,13 +120,13 @@ pub async fn decide(server: &TestServer, claims: Value, action: &str, customer: 
     answer
 }
 
-/// A sales user with the export scope: the default bundle allows their exports, except of
+/// Returns the claims of a sales user with the export scope: the default bundle allows their exports, except of
 /// records under legal hold.
 pub fn exporter() -> Value {
     json!({ "sub": "erin", "department": "sales", "scope": ["customers:export"] })
 }
 
-/// A sales user without special rights.
+/// Returns the claims of a sales user without special rights.
 pub fn sales_user() -> Value {
     json!({ "sub": "alice", "department": "sales" })
 }
