@@ -46,6 +46,7 @@ pub mod inventory;
 pub mod mapping;
 pub mod metrics;
 pub mod reload;
+pub mod replay;
 pub mod server;
 pub mod suite;
 pub mod token;

@@ -529,3 +529,46 @@ async fn shadow_differences_counted() {
         .unwrap();
     assert_eq!(line["shadow"]["differs"], false, "{line:#}");
 }
+
+#[test]
+fn validate_warns_never_applying_policy() {
+    let (dir, _) = common::default_bundle_copy("");
+    // Roles are never principals of any action in the schema.
+    std::fs::write(
+        dir.path().join("policies/never.cedar"),
+        "@id(\"roles-read\")\npermit (principal is Crm::Role, action == Crm::Action::\"read\", resource);\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cedargate"))
+            .current_dir(dir.path())
+            .args(["validate", "--format", "json"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    let output = run(&[]);
+    assert_eq!(output.status.code(), Some(0), "a warning alone passes");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let warnings: Vec<&Value> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "warning")
+        .collect();
+    let warning = warnings
+        .iter()
+        .find(|d| d["message"].as_str().unwrap().contains("applicable action"))
+        .unwrap_or_else(|| panic!("no warning about the scope: {report:#}"));
+    assert!(warning["message"].as_str().unwrap().contains("roles-read"));
+    assert!(
+        warning["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("policies/never.cedar")
+    );
+    assert_eq!(warning["line"], 1);
+
+    assert_eq!(run(&["--deny-warnings"]).status.code(), Some(1));
+}

@@ -2,6 +2,7 @@
 
 pub mod api_key;
 pub mod authorize;
+pub mod replay;
 pub mod serve;
 pub mod test;
 pub mod token;
@@ -39,6 +40,8 @@ pub enum Command {
     Test(test::TestArgs),
     /// Generate an API key and the entry that stores its hash in the keys file.
     ApiKey(api_key::ApiKeyArgs),
+    /// Replay a decision log against a candidate bundle and report the decisions that change.
+    Replay(replay::ReplayArgs),
 }
 
 /// The config file option every subcommand shares.
@@ -78,5 +81,6 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(args) => token::run(&args),
         Command::Test(args) => test::run(&args),
         Command::ApiKey(args) => api_key::run(&args),
+        Command::Replay(args) => replay::run(&args),
     }
 }
