@@ -105,19 +105,39 @@ impl FileWatcher {
             if self.watched.contains(&target) {
                 continue;
             }
-            match self.watcher.watch(&target.path, target.mode()) {
-                Ok(()) => {
-                    tracing::debug!(path = %target.path.display(), recursive = target.recursive, "watching");
-                    self.watched.push(target);
-                }
-                // Deleted since `plan` listed it: the watch of its parent reports its return.
-                Err(err) if matches!(err.kind, notify::ErrorKind::PathNotFound) => {}
-                Err(err) => return Err(err),
+            if self.watch(&target)? {
+                tracing::debug!(path = %target.path.display(), recursive = target.recursive, "watching");
+                self.watched.push(target);
             }
         }
         Ok(())
     }
+
+    /// Sets the watch for `target`. Returns `false` when the folder is gone, because the
+    /// watch of the folder that contains it reports its return.
+    fn watch(&mut self, target: &Target) -> Result<bool, notify::Error> {
+        // A subfolder deleted while notify walks the tree fails the whole watch with "not
+        // found", although the folder itself is still there; walking again succeeds.
+        for _ in 0..WATCH_ATTEMPTS {
+            match self.watcher.watch(&target.path, target.mode()) {
+                Ok(()) => return Ok(true),
+                Err(err) if matches!(err.kind, notify::ErrorKind::PathNotFound) => {
+                    if !target.path.is_dir() {
+                        return Ok(false);
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Err(notify::Error::generic(&format!(
+            "the folder `{}` kept changing while it was being watched",
+            target.path.display()
+        )))
+    }
 }
+
+/// How many times a watch is set on a folder whose subfolders keep disappearing.
+const WATCH_ATTEMPTS: usize = 3;
 
 /// One folder to watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
