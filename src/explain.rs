@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::bundle::Bundle;
 use crate::mapping::{MappedRequest, MappingError};
 
-/// How one policy evaluated.
+/// The result of evaluating one policy on its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyTrace {
     pub policy: String,

@@ -4,7 +4,7 @@
 //! A line is replayed from its `request` field (the principal entity, action, resource
 //! and context as evaluated), against the candidate's policies and entities. Lines
 //! without a request (rejected before evaluation) are skipped. Fields that redaction
-//! removed or hashed are left out; a line whose replay then fails, or makes a policy
+//! removed or hashed are left out. A line whose replay then fails, or makes a policy
 //! raise an error it did not raise before, is reported as not replayable.
 // NOTE: a policy that tests a redacted field with `has` sees it as absent, so such a
 // replay can differ from the original without being reported as not replayable.

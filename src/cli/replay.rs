@@ -105,8 +105,13 @@ fn print_text(report: &Report) {
         }
     };
     for group in &report.changes {
+        let requests = if group.count == 1 {
+            "request"
+        } else {
+            "requests"
+        };
         println!(
-            "\n{}: {} -> {}, {} requests",
+            "\n{}: {} -> {}, {} {requests}",
             group.action, group.from, group.to, group.count
         );
         println!("  before: {}", list(&group.before));
