@@ -8,6 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::EXIT_ERROR;
+use super::output::print_line;
 use crate::bundle::api_keys::{self, KeyHash};
 
 #[derive(Debug, Args)]
@@ -41,12 +42,16 @@ pub fn run(args: &ApiKeyArgs) -> ExitCode {
     match entry(args) {
         Ok((key, entry)) => {
             if let Some(key) = key {
-                println!("{key}");
+                if let Err(code) = print_line(&key) {
+                    return code;
+                }
                 eprintln!(
                     "The first line is the new API key. Give it to the client now: it is stored nowhere else."
                 );
             }
-            println!("{entry}");
+            if let Err(code) = print_line(&entry) {
+                return code;
+            }
             eprintln!("Add the entry to the API keys file that `bundle.api_keys` names.");
             ExitCode::SUCCESS
         }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Map, Value, json};
 
+use super::output::print_line;
 use super::{ConfigArgs, EXIT_DENY, EXIT_ERROR};
 use crate::decide::Credential;
 use crate::mapping::RequestMeta;
@@ -120,7 +121,11 @@ pub fn run(args: &AuthorizeArgs) -> ExitCode {
 
     let answer = pdp.decide(credential, &body, &meta);
     match serde_json::to_string_pretty(&answer) {
-        Ok(text) => println!("{text}"),
+        Ok(text) => {
+            if let Err(code) = print_line(&text) {
+                return code;
+            }
+        }
         Err(err) => {
             eprintln!("error: failed to write the response: {err}");
             return ExitCode::from(EXIT_ERROR);

@@ -2,6 +2,7 @@
 
 pub mod api_key;
 pub mod authorize;
+mod output;
 pub mod replay;
 pub mod serve;
 pub mod test;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::output::print_line;
 use super::validate::Format;
 use super::{ConfigArgs, EXIT_ERROR};
 use crate::bundle::{self, Bundle, Diagnostic, EntityLoading, LoadOptions, PolicyIds, Severity};
@@ -93,9 +94,18 @@ pub fn run(args: &TestArgs) -> ExitCode {
         return ExitCode::from(EXIT_ERROR);
     }
     match args.format {
-        Format::Text => print!("{}", report.to_text()),
+        Format::Text => {
+            let text = report.to_text();
+            if let Err(code) = print_line(text.strip_suffix('\n').unwrap_or(&text)) {
+                return code;
+            }
+        }
         Format::Json => match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => {
+                if let Err(code) = print_line(&text) {
+                    return code;
+                }
+            }
             Err(err) => {
                 eprintln!("error: failed to write the report: {err}");
                 return ExitCode::from(EXIT_ERROR);

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::{Map, Value};
 
+use super::output::print_line;
 use super::{ConfigArgs, EXIT_ERROR};
 use crate::dev::{self, TokenRequest};
 
@@ -50,10 +51,10 @@ pub fn run(args: &TokenArgs) -> ExitCode {
         issuer: args.issuer.clone(),
     };
     match dev::mint(&config, &request) {
-        Ok(token) => {
-            println!("{token}");
-            ExitCode::SUCCESS
-        }
+        Ok(token) => match print_line(&token) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        },
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::from(EXIT_ERROR)

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
+use super::output::print_line;
 use super::{ConfigArgs, EXIT_ERROR};
 use crate::bundle::{Diagnostic, Severity};
 use crate::decide::load_snapshot;
@@ -46,7 +47,9 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                     "revision": null,
                     "diagnostics": [diagnostic],
                 });
-                println!("{output:#}");
+                if let Err(code) = print_line(&format!("{output:#}")) {
+                    return code;
+                }
             } else {
                 eprintln!("error: {err}");
             }
@@ -78,7 +81,11 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
     let revision = snapshot.as_ref().map(|s| s.bundle.revision.as_str());
     let policies = snapshot.as_ref().map_or(0, |s| s.bundle.policy_info.len());
     match args.format {
-        Format::Text => print_text(&diagnostics, valid, revision, policies),
+        Format::Text => {
+            if let Err(code) = print_text(&diagnostics, valid, revision, policies) {
+                return code;
+            }
+        }
         Format::Json => {
             let output = json!({
                 "valid": valid,
@@ -87,7 +94,9 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
                 "revision": revision,
                 "diagnostics": diagnostics,
             });
-            println!("{output:#}");
+            if let Err(code) = print_line(&format!("{output:#}")) {
+                return code;
+            }
         }
     }
     if valid {
@@ -98,7 +107,12 @@ pub fn run(args: &ValidateArgs) -> ExitCode {
 }
 
 /// Prints the diagnostics and a summary line for a terminal.
-fn print_text(diagnostics: &[Diagnostic], valid: bool, revision: Option<&str>, policies: usize) {
+fn print_text(
+    diagnostics: &[Diagnostic],
+    valid: bool,
+    revision: Option<&str>,
+    policies: usize,
+) -> Result<(), ExitCode> {
     for diagnostic in diagnostics {
         eprintln!("{}\n", diagnostic.render());
     }
@@ -108,11 +122,14 @@ fn print_text(diagnostics: &[Diagnostic], valid: bool, revision: Option<&str>, p
         .count();
     let warnings = plural(diagnostics.len() - errors, "warning");
     match (revision, valid) {
-        (Some(revision), true) => println!(
+        (Some(revision), true) => print_line(&format!(
             "valid: {}, revision {revision} ({warnings})",
             plural(policies, "policy")
-        ),
-        _ => eprintln!("invalid: {} and {warnings}", plural(errors, "error")),
+        )),
+        _ => {
+            eprintln!("invalid: {} and {warnings}", plural(errors, "error"));
+            Ok(())
+        }
     }
 }
 
