@@ -292,3 +292,214 @@ fn coverage_lists_untested_policies() {
         "{out}"
     );
 }
+
+/// Collections nested past the limit are rejected with the file and line by a scan that
+/// runs before the YAML parser, whose time grows with the square of the depth.
+#[test]
+fn deep_nesting_rejected_before_parsing() {
+    let depth = 100_000;
+    let text = format!(
+        "cases:\n  - name: x\n    context: {{ a: {}{} }}\n",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    for name in ["deep.yaml", "deep.json"] {
+        let text = if name.ends_with(".json") {
+            format!(
+                "{{\"cases\": [{{\"context\": {{\"a\": {}{}}}}}]}}",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        } else {
+            text.clone()
+        };
+        let (_dir, output) = run_file(name, &text, &[]);
+        let out = stdout(&output);
+        assert_eq!(output.status.code(), Some(1), "{out}");
+        let line = if name.ends_with(".json") { 1 } else { 3 };
+        assert!(
+            out.contains(&format!(
+                "error: {name}:{line}: collections are nested more than 128 levels deep"
+            )),
+            "{out}"
+        );
+    }
+}
+
+/// Files larger than the limit are rejected by size before they are read, naming the file,
+/// its size and the limit: test files, and the entities files that `run-tests` files name.
+#[test]
+fn oversized_files_rejected() {
+    let limit = 16 * 1024 * 1024;
+    let (dir, _config) = common::default_bundle_copy("");
+
+    let big = std::fs::File::create(dir.path().join("big.yaml")).unwrap();
+    big.set_len(limit + 1).unwrap();
+    let output = cedargate(dir.path(), &["test", "big.yaml"]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "error: big.yaml: file is too large: {} bytes or more, but at most {limit} bytes",
+            limit + 1
+        )),
+        "{out}"
+    );
+
+    let entities = std::fs::File::create(dir.path().join("entities.json")).unwrap();
+    entities.set_len(limit + 1).unwrap();
+    std::fs::write(
+        dir.path().join("run.json"),
+        r#"[{"name": "big entities", "request": {"principal": "Crm::User::\"a\"", "action": "Crm::Action::\"read\"", "resource": "Crm::Customer::\"c-1001\"", "context": {"ip": {"__extn": {"fn": "ip", "arg": "127.0.0.1"}}, "region": "eu", "time": {"__extn": {"fn": "datetime", "arg": "2026-03-02T10:00:00Z"}}, "hour": 10, "minute": 0, "weekday": 1, "caller": {}}}, "entities": "entities.json", "decision": "deny", "reason": [], "num_errors": 0}]"#,
+    )
+    .unwrap();
+    let output = cedargate(dir.path(), &["test", "run.json"]);
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("entities.json: file is too large"), "{out}");
+}
+
+/// Cases are reported at the line where their item starts, even when their name also
+/// appears earlier in the file; entities errors point at the entity's own line.
+#[test]
+fn case_lines_from_position_not_name() {
+    let text = "description: a\ntime: \"2026-03-02T10:00:00+01:00\"\ncases:\n  - name: b\n    claims: { sub: a, department: sales }\n    action: read\n    resource: { type: Crm::Customer, id: c-1001 }\n    expect: { decision: allow, policies: [read-own-department-in-business-hours] }\n  - name: a\n    claims: { sub: a, department: sales }\n    action: read\n    resource: { type: Crm::Customer, id: c-1001 }\n    expect: { decision: deny, policies: [] }\n";
+    let (_dir, output) = run_file("names.yaml", text, &[]);
+    let out = stdout(&output);
+    assert!(out.contains("test b (names.yaml:4) ... ok"), "{out}");
+    assert!(out.contains("test a (names.yaml:9) ... FAILED"), "{out}");
+
+    let json = r#"{"cases": [
+  {"name": "a", "claims": {"sub": "a", "department": "sales"}, "action": "read",
+   "resource": {"type": "Crm::Customer", "id": "c-1001"},
+   "expect": {"decision": "allow", "policies": ["read-own-department-in-business-hours"]}, "time": "2026-03-02T10:00:00+01:00"},
+  {"name": "b", "claims": {"sub": "a", "department": "sales"}, "action": "read",
+   "resource": {"type": "Crm::Customer", "id": "c-1001"},
+   "expect": {"decision": "deny", "policies": []}, "time": "2026-03-02T10:00:00+01:00"}
+]}"#;
+    let (_dir, output) = run_file("names.json", json, &[]);
+    let out = stdout(&output);
+    assert!(out.contains("test a (names.json:2) ... ok"), "{out}");
+    assert!(out.contains("test b (names.json:5) ... FAILED"), "{out}");
+
+    let entities = "entities:\n  - { uid: { type: Crm::Role, id: entities }, attrs: {}, parents: [] }\n  - { uid: { type: Crm::Nope, id: x }, attrs: {}, parents: [] }\ncases:\n  - name: x\n    claims: { sub: a }\n    action: read\n    resource: { type: Crm::Customer, id: c-1001 }\n    expect: { decision: deny, policies: [] }\n";
+    let (_dir, output) = run_file("entities.yaml", entities, &[]);
+    let out = stdout(&output);
+    assert!(out.contains("error: entities.yaml:3: entities[1]"), "{out}");
+}
+
+/// A file without cases is an error naming the file, and every file given is counted.
+#[test]
+fn file_without_cases_fails() {
+    for (name, text) in [
+        ("empty.json", "[]"),
+        ("empty-cases.json", "{\"cases\": []}"),
+        ("empty.yaml", "cases: []\n"),
+    ] {
+        let (_dir, output) = run_file(name, text, &[]);
+        let out = stdout(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {out}");
+        assert!(
+            out.contains("running 0 cases from 1 file\n"),
+            "{name}: {out}"
+        );
+        assert!(
+            out.contains(&format!("error: {name}:1: the file has no")),
+            "{name}: {out}"
+        );
+    }
+}
+
+/// Test files, cases and their parts are read only from mappings, never from positional
+/// arrays; a `run-tests` item without `request` is named with the missing field.
+#[test]
+fn positional_arrays_rejected() {
+    let cases = [
+        ("top.yaml", "- [x]\n", "top.yaml:1: invalid test file: "),
+        (
+            "case.json",
+            r#"{"cases": [["x", {"sub": "a"}, null, "read", ["Crm::Customer", "c-1001"], {}, null, null, null, {}, null, ["allow", []]]]}"#,
+            "case.json:1: invalid test file: invalid type: sequence, expected a mapping",
+        ),
+        (
+            "resource.yaml",
+            "cases:\n  - name: x\n    claims: { sub: a }\n    action: read\n    resource: [Crm::Customer, c-1001]\n    expect: { decision: deny, policies: [] }\n",
+            "resource.yaml:5: invalid test file: cases[0].resource: invalid type: sequence, expected a mapping",
+        ),
+        (
+            "run.json",
+            "[\n{\"name\": \"second\", \"entities\": [], \"decision\": \"allow\", \"reason\": [], \"num_errors\": 0}\n]",
+            "run.json:2: invalid Cedar `run-tests` file: at `[0]`: missing field `request`",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let (_dir, output) = run_file(name, text, &[]);
+        let out = stdout(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {out}");
+        assert!(
+            out.contains(&format!("error: {expected}")),
+            "{name}: expected `{expected}` in:\n{out}"
+        );
+    }
+}
+
+/// Files that cannot be read as a test file say why, with the line where it is known.
+#[test]
+fn unreadable_files_explained() {
+    let mut bomb = String::from(
+        "cases:\n  - name: x\n    context:\n      a: &a [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for level in 1..9 {
+        let previous = (b'a' + level - 1) as char;
+        let name = (b'a' + level) as char;
+        let aliases = vec![format!("*{previous}"); 10].join(", ");
+        bomb.push_str(&format!("      {name}: &{name} [{aliases}]\n"));
+    }
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        (
+            "latin1.yaml",
+            b"cases:\n  - name: caf\xe9\n".to_vec(),
+            "latin1.yaml:2: invalid UTF-8 at byte offset 20",
+        ),
+        (
+            "bomb.yaml",
+            bomb.into_bytes(),
+            "anchors and aliases expand too far",
+        ),
+        (
+            "two.yaml",
+            b"cases:\n  - name: x\n    claims: { sub: a }\n    action: read\n    resource: { type: Crm::Customer, id: c-1001 }\n    expect: { decision: deny, policies: [] }\n---\ncases: []\n".to_vec(),
+            "two.yaml:7: invalid test file: a second YAML document starts here",
+        ),
+        (
+            "deny.yaml",
+            b"cases:\n  - name: x\n    claims: { sub: a }\n    action: read\n    resource: { type: Crm::Customer, id: c-1001 }\n    expect: { decision: deny, policies: [], deny: forbidden }\n".to_vec(),
+            "deny.yaml:2: case `x`: `expect.deny` is `forbidden`, but must be one of forbid, no_permit",
+        ),
+        (
+            "code.yaml",
+            b"cases:\n  - name: x\n    claims: { sub: a }\n    action: read\n    resource: { type: Crm::Customer, id: c-1001 }\n    expect: { decision: deny, policies: [], error: invalid_claim }\n".to_vec(),
+            "code.yaml:2: case `x`: `expect.error` is `invalid_claim`, but must be one of invalid_request, invalid_claims",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let (dir, _config) = common::default_bundle_copy("");
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        let output = cedargate(dir.path(), &["test", name]);
+        let out = stdout(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {out}");
+        assert!(
+            out.contains(expected),
+            "{name}: expected `{expected}` in:\n{out}"
+        );
+    }
+}
+
+/// The summary line counts one case and one file in the singular.
+#[test]
+fn summary_pluralization() {
+    let text = "cases:\n  - name: x\n    claims: { sub: a }\n    action: read\n    resource: { type: Crm::Customer, id: c-1001 }\n    expect: { decision: deny, policies: [] }\n";
+    let (_dir, output) = run_file("one.yaml", text, &[]);
+    let out = stdout(&output);
+    assert!(out.starts_with("running 1 case from 1 file\n"), "{out}");
+}

@@ -180,6 +180,7 @@ fn base_bundle(target: &Target) -> Result<Bundle, String> {
 /// Runs one file, after telling its format from its content.
 fn run_file(target: &Target, file: &Path) -> Result<Vec<crate::suite::CaseResult>, FileError> {
     let text = read_file(file)?;
+    crate::suite::limits::check_nesting(file, &text)?;
     let is_json = file.extension().is_some_and(|ext| ext == "json");
     let bundle = base_bundle(target).map_err(|message| FileError::new(file, None, message))?;
 
@@ -203,14 +204,15 @@ fn run_file(target: &Target, file: &Path) -> Result<Vec<crate::suite::CaseResult
     let suite = cases::parse(file, &text)?;
     let mut bundle = bundle;
     if !suite.entities.is_empty() {
-        let line = crate::suite::nth_line(&text, "entities", 0);
+        let is_json = file.extension().is_some_and(|ext| ext == "json");
+        let entity_lines = crate::suite::lines::sequence_items(&text, is_json, "entities");
         let mut extra = Vec::with_capacity(suite.entities.len());
         for (index, json) in suite.entities.iter().enumerate() {
             let entity = cedar_policy::Entity::from_json_value(json.clone(), Some(&bundle.schema))
                 .map_err(|err| {
                     FileError::new(
                         file,
-                        line,
+                        entity_lines.item(index),
                         format!(
                             "entities[{index}]: {}",
                             crate::bundle::diagnostics::error_chain(&err)
@@ -221,7 +223,9 @@ fn run_file(target: &Target, file: &Path) -> Result<Vec<crate::suite::CaseResult
         }
         bundle = bundle
             .with_entities(extra, config.bundle.policy_index)
-            .map_err(|message| FileError::new(file, line, format!("entities: {message}")))?;
+            .map_err(|message| {
+                FileError::new(file, entity_lines.key, format!("entities: {message}"))
+            })?;
     }
     let mapping = Mapping::new(config, &bundle)
         .map_err(|problems| FileError::new(&config.path, None, problems.join("; ")))?;

@@ -29,6 +29,8 @@ use cedar_policy::Entity;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::lines::sequence_items;
+use super::object::{Object, object, objects};
 use super::{CaseResult, Check, CheckKind, FileError, line_from};
 use crate::bundle::diagnostics::error_chain;
 use crate::decide::{Credential, Pdp, Snapshot};
@@ -51,6 +53,7 @@ pub struct SuiteFile {
     /// JSON format.
     #[serde(default)]
     pub entities: Vec<Value>,
+    #[serde(deserialize_with = "objects")]
     pub cases: Vec<Case>,
 }
 
@@ -66,6 +69,7 @@ pub struct Case {
     #[serde(default)]
     pub principal: Option<Value>,
     pub action: String,
+    #[serde(deserialize_with = "object")]
     pub resource: Resource,
     /// The caller's context, as in the `POST /authorize` body.
     #[serde(default)]
@@ -82,6 +86,7 @@ pub struct Case {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub time: Option<String>,
+    #[serde(deserialize_with = "object")]
     pub expect: Expect,
 }
 
@@ -133,15 +138,50 @@ impl ExpectedDecision {
 pub fn parse(file: &Path, text: &str) -> Result<SuiteFile, FileError> {
     let is_json = file.extension().is_some_and(|ext| ext == "json");
     if is_json {
-        serde_json::from_str(text).map_err(|err| {
-            FileError::new(file, Some(err.line()), format!("invalid test file: {err}"))
-        })
+        serde_json::from_str(text)
+            .map(|Object(suite)| suite)
+            .map_err(|err| {
+                FileError::new(file, Some(err.line()), format!("invalid test file: {err}"))
+            })
     } else {
-        serde_norway::from_str(text).map_err(|err| {
-            let line = err.location().map(|location| location.line());
-            FileError::new(file, line, format!("invalid test file: {err}"))
-        })
+        serde_norway::from_str(text)
+            .map(|Object(suite)| suite)
+            .map_err(|err| yaml_error(file, text, &err))
     }
+}
+
+/// Turns a YAML error into a file error with a line and, for the errors whose own text
+/// does not say it, what went wrong.
+fn yaml_error(file: &Path, text: &str, err: &serde_norway::Error) -> FileError {
+    let message = err.to_string();
+    if message.starts_with("repetition limit exceeded") {
+        return FileError::new(
+            file,
+            err.location().map(|location| location.line()),
+            "invalid test file: anchors and aliases expand too far (the YAML parser's repetition limit); write the repeated values out or use fewer aliases",
+        );
+    }
+    if message.starts_with("deserializing from YAML containing more than one document") {
+        // The second document starts at the second `---` marker, or at the first one after
+        // content.
+        let mut seen_content = false;
+        let line = text.lines().enumerate().find_map(|(index, line)| {
+            let is_marker = line == "---" || line.starts_with("--- ");
+            if is_marker && seen_content {
+                return Some(index + 1);
+            }
+            let content = line.trim();
+            seen_content |= is_marker || !(content.is_empty() || content.starts_with('#'));
+            None
+        });
+        return FileError::new(
+            file,
+            line,
+            "invalid test file: a second YAML document starts here; a test file is one document, so remove the `---` or move the cases into another file",
+        );
+    }
+    let line = err.location().map(|location| location.line());
+    FileError::new(file, line, format!("invalid test file: {message}"))
 }
 
 /// Runs every case of a parsed file on `pdp`, whose snapshot contains the bundle (with the
@@ -164,12 +204,19 @@ pub fn run(
 
     // Check every case before running any, so a mistake in the file stops the run with
     // its line instead of showing up as a failed case.
+    let is_json = file.extension().is_some_and(|ext| ext == "json");
+    let case_lines = sequence_items(text, is_json, "cases");
+    if suite.cases.is_empty() {
+        return Err(FileError::new(
+            file,
+            case_lines.key,
+            "the file has no cases; add at least one under `cases`",
+        ));
+    }
     let mut lines = Vec::with_capacity(suite.cases.len());
     let mut names = HashSet::new();
-    let mut from = 1;
     for (index, case) in suite.cases.iter().enumerate() {
-        let line = line_from(text, from, &case.name).unwrap_or(from);
-        from = line + 1;
+        let line = case_lines.item(index).unwrap_or(1);
         lines.push(line);
         let fail = |message: String| FileError::new(file, Some(line), message);
         if !names.insert(case.name.as_str()) {
@@ -202,6 +249,8 @@ pub fn run(
                 ));
             }
         }
+        check_expect(&case.expect)
+            .map_err(|message| fail(format!("case `{}`: {message}", case.name)))?;
         parse_time(file, text, line, case.time.as_deref())?;
     }
 
@@ -216,6 +265,41 @@ pub fn run(
         results.push(run_case(pdp, snapshot, case, time, ip, result));
     }
     Ok(results)
+}
+
+/// Values of `expect.deny`: the kinds of deny a case can reach.
+pub const DENY_KINDS: [&str; 5] = [
+    "forbid",
+    "no_permit",
+    "forbid_errored",
+    "token_invalid",
+    "request_invalid",
+];
+
+/// Values of `expect.error`: the error codes of a request that the decision path rejects.
+/// Cases give trusted claims or a principal, so token error codes cannot occur.
+pub const ERROR_CODES: [&str; 2] = ["invalid_request", "invalid_claims"];
+
+/// Checks `expect.deny` and `expect.error` against the values a case can produce, so a
+/// typo fails the file instead of every run of the case.
+fn check_expect(expect: &Expect) -> Result<(), String> {
+    if let Some(deny) = &expect.deny
+        && !DENY_KINDS.contains(&deny.as_str())
+    {
+        return Err(format!(
+            "`expect.deny` is `{deny}`, but must be one of {}",
+            DENY_KINDS.join(", ")
+        ));
+    }
+    if let Some(code) = &expect.error
+        && !ERROR_CODES.contains(&code.as_str())
+    {
+        return Err(format!(
+            "`expect.error` is `{code}`, but must be one of {}",
+            ERROR_CODES.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn parse_time(

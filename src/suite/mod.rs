@@ -14,6 +14,9 @@
 
 pub mod cases;
 pub mod integration;
+pub mod limits;
+pub mod lines;
+pub mod object;
 pub mod report;
 pub mod run_tests;
 
@@ -194,20 +197,10 @@ fn location(file: &Path, line: Option<usize>) -> String {
     }
 }
 
-/// Reads a test file as UTF-8 text. Only regular files are read, so a FIFO or a device
-/// given by mistake cannot block the run.
+/// Reads a test file as UTF-8 text, within [`limits::MAX_FILE_BYTES`]. Only regular files
+/// are read, so a FIFO or a device given by mistake cannot block the run.
 pub fn read_file(path: &Path) -> Result<String, FileError> {
-    let metadata = std::fs::metadata(path)
-        .map_err(|err| FileError::new(path, None, format!("failed to read file: {err}")))?;
-    if !metadata.is_file() {
-        return Err(FileError::new(
-            path,
-            None,
-            "not a regular file; give test files or folders of them",
-        ));
-    }
-    std::fs::read_to_string(path)
-        .map_err(|err| FileError::new(path, None, format!("failed to read file: {err}")))
+    limits::read_bounded(path)
 }
 
 /// Returns the 1-based line of the byte offset `offset` in `text`.

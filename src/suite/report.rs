@@ -12,6 +12,8 @@ use crate::bundle::Bundle;
 /// Everything a run produced.
 #[derive(Debug, Default, Serialize)]
 pub struct RunReport {
+    /// Test files run, including those that stopped with an error.
+    pub files: usize,
     pub passed: usize,
     pub failed: usize,
     pub cases: Vec<CaseResult>,
@@ -37,11 +39,15 @@ pub struct UncoveredPolicy {
 }
 
 impl RunReport {
+    /// Adds the results of one file.
     pub fn add_cases(&mut self, cases: Vec<CaseResult>) {
+        self.files += 1;
         self.cases.extend(cases);
     }
 
+    /// Adds a file that stopped with an error.
     pub fn add_file_error(&mut self, error: FileError) {
+        self.files += 1;
         self.file_errors.push(error);
     }
 
@@ -91,12 +97,11 @@ impl RunReport {
     /// actual values, and a summary.
     pub fn to_text(&self) -> String {
         let mut out = String::new();
-        let files: BTreeSet<_> = self.cases.iter().map(|case| &case.file).collect();
         let _ = writeln!(
             out,
-            "running {} cases from {} files",
-            self.cases.len(),
-            files.len() + self.file_errors.len()
+            "running {} from {}",
+            plural(self.cases.len(), "case"),
+            plural(self.files, "file")
         );
         for case in &self.cases {
             let status = if case.passed() { "ok" } else { "FAILED" };
@@ -250,4 +255,13 @@ fn xml(text: &str) -> String {
         }
     }
     out
+}
+
+/// Returns `count` and `noun`, with an `s` unless `count` is 1.
+fn plural(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }

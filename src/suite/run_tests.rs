@@ -12,7 +12,9 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{CaseResult, Check, CheckKind, FileError, line_from, nth_line};
+use super::lines::json_items;
+use super::object::{Object, object};
+use super::{CaseResult, Check, CheckKind, FileError, line_from};
 use crate::bundle::{Bundle, Diagnostic};
 use crate::cedar_request::{self, CedarRequest};
 use crate::config::OnForbidError;
@@ -22,6 +24,7 @@ use crate::config::OnForbidError;
 struct RunTest {
     #[serde(default)]
     name: Option<String>,
+    #[serde(deserialize_with = "object")]
     request: RunTestRequest,
     entities: Value,
     decision: Decision,
@@ -46,12 +49,12 @@ enum Decision {
     Deny,
 }
 
-/// Returns whether `text` is a `run-tests` file: a JSON array whose items have a `request`.
+/// Returns whether `text` is a `run-tests` file: JSON whose top level is an array.
+/// cedargate's own test files are objects, so any array is read as `run-tests` and its
+/// mistakes are reported against that format.
 pub fn is_run_tests_file(text: &str) -> bool {
-    matches!(
-        serde_json::from_str::<Value>(text),
-        Ok(Value::Array(items)) if items.iter().all(|item| item.get("request").is_some())
-    )
+    text.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '\u{feff}')
+        .starts_with('[')
 }
 
 /// Runs every test of a `run-tests` file against `bundle`. `validation` contains the strict
@@ -64,18 +67,41 @@ pub fn run_file(
     validation: &[Diagnostic],
     on_forbid_error: OnForbidError,
 ) -> Result<Vec<CaseResult>, FileError> {
-    let tests: Vec<RunTest> = serde_json::from_str(text).map_err(|err| {
+    // The path names the test (`[2]`) and the field of a mistake.
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let tests: Vec<Object<RunTest>> =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+            FileError::new(
+                file,
+                Some(err.inner().line()),
+                format!(
+                    "invalid Cedar `run-tests` file: at `{}`: {}",
+                    err.path(),
+                    err.inner()
+                ),
+            )
+        })?;
+    deserializer.end().map_err(|err| {
         FileError::new(
             file,
             Some(err.line()),
-            format!("not a Cedar `run-tests` file: {err}"),
+            format!("invalid Cedar `run-tests` file: {err}"),
         )
     })?;
+    let tests: Vec<RunTest> = tests.into_iter().map(|Object(test)| test).collect();
 
     // A policy ID that the bundle does not have can never be determining: that is a
     // mistake in the file, reported with its line before anything runs.
+    let test_lines = json_items(text, None);
+    if tests.is_empty() {
+        return Err(FileError::new(
+            file,
+            test_lines.key,
+            "the file has no tests; a `run-tests` file is a JSON array of at least one test",
+        ));
+    }
     for (index, test) in tests.iter().enumerate() {
-        let case_line = nth_line(text, "\"request\"", index).unwrap_or(1);
+        let case_line = test_lines.item(index).unwrap_or(1);
         for id in &test.reason {
             if bundle
                 .policies
@@ -99,7 +125,7 @@ pub fn run_file(
     let mut results = Vec::with_capacity(tests.len());
     for (index, test) in tests.into_iter().enumerate() {
         let name = test.name.clone().unwrap_or_else(|| format!("test {index}"));
-        let line = nth_line(text, "\"request\"", index);
+        let line = test_lines.item(index);
         let case = CaseResult::new(name, file, line);
         if !problems.is_empty() {
             results.push(case.failed_with(format!(
@@ -175,7 +201,11 @@ fn entities_of(file: &Path, entities: Value) -> Result<Value, String> {
     let Value::String(name) = entities else {
         return Ok(entities);
     };
-    let folder = file.parent().unwrap_or(Path::new("."));
+    // A file name without a folder has an empty parent, which cannot be canonicalized.
+    let folder = file
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let path = folder.join(&name);
     let (Ok(real), Ok(real_folder)) = (path.canonicalize(), folder.canonicalize()) else {
         return Err(format!("entities file `{}` not found", path.display()));
