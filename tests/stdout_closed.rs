@@ -36,6 +36,7 @@ fn closed_stdout_ends_quietly() {
         r#"{"sub": "alice", "department": "sales"}"#,
     )
     .unwrap();
+    std::fs::write(dir.path().join("decisions.log"), "").unwrap();
     std::fs::create_dir(dir.path().join("suite")).unwrap();
     std::fs::copy(
         common::repo_dir().join("tests/policies/export.yaml"),
@@ -43,7 +44,7 @@ fn closed_stdout_ends_quietly() {
     )
     .unwrap();
 
-    let commands: [(&[&str], &[i32]); 6] = [
+    let commands: [(&[&str], &[i32]); 8] = [
         (&["validate"], &[0]),
         (&["validate", "--format", "json"], &[0]),
         (
@@ -63,6 +64,19 @@ fn closed_stdout_ends_quietly() {
         (&["test", "suite"], &[0]),
         (&["test", "suite", "--format", "json"], &[0]),
         (&["api-key", "--principal", "Crm::Service::billing"], &[0]),
+        (&["replay", "--log", "decisions.log", "--bundle", "."], &[0]),
+        (
+            &[
+                "replay",
+                "--log",
+                "decisions.log",
+                "--bundle",
+                ".",
+                "--format",
+                "json",
+            ],
+            &[0],
+        ),
     ];
     for (args, codes) in commands {
         let output = run_with_closed_stdout(dir.path(), args);

@@ -1,10 +1,12 @@
 //! `cedargate replay`: checks a policy change against recorded decisions before deploy.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 
+use super::output::print_line;
 use super::validate::Format;
 use super::{ConfigArgs, EXIT_DENY, EXIT_ERROR};
 use crate::decide::load_snapshot_from;
@@ -70,13 +72,22 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
 
     match args.format {
         Format::Json => match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => {
+                if let Err(code) = print_line(&text) {
+                    return code;
+                }
+            }
             Err(err) => {
                 eprintln!("error: failed to write the report: {err}");
                 return ExitCode::from(EXIT_ERROR);
             }
         },
-        Format::Text => print_text(&report),
+        Format::Text => {
+            let text = report_text(&report);
+            if let Err(code) = print_line(text.strip_suffix('\n').unwrap_or(&text)) {
+                return code;
+            }
+        }
     }
     if report.changed > 0 && !args.accept_changes {
         ExitCode::from(EXIT_DENY)
@@ -85,8 +96,11 @@ pub fn run(args: &ReplayArgs) -> ExitCode {
     }
 }
 
-fn print_text(report: &Report) {
-    println!(
+/// Renders the report for a terminal.
+fn report_text(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "replayed {} of {} decisions against revision {}: {} would change, {} unchanged ({} with other determining policies), {} skipped (rejected before evaluation), {} not replayable",
         report.replayed,
         report.lines,
@@ -110,14 +124,16 @@ fn print_text(report: &Report) {
         } else {
             "requests"
         };
-        println!(
+        let _ = writeln!(
+            out,
             "\n{}: {} -> {}, {} {requests}",
             group.action, group.from, group.to, group.count
         );
-        println!("  before: {}", list(&group.before));
-        println!("  after:  {}", list(&group.after));
+        let _ = writeln!(out, "  before: {}", list(&group.before));
+        let _ = writeln!(out, "  after:  {}", list(&group.after));
         for example in &group.examples {
-            println!(
+            let _ = writeln!(
+                out,
                 "  e.g. {} at {}: {} on {}",
                 example.request_id,
                 example.time,
@@ -127,11 +143,13 @@ fn print_text(report: &Report) {
         }
     }
     for line in &report.unreplayable_lines {
-        println!(
+        let _ = writeln!(
+            out,
             "\nnot replayable: {} ({}): {}",
             line.location,
             line.request_id.as_deref().unwrap_or("-"),
             line.reason
         );
     }
+    out
 }
