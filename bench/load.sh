@@ -7,6 +7,7 @@
 #   --quick    one short run per scenario on a debug build; checks that everything still
 #              runs (CI uses it), its numbers mean nothing
 #   --no-peer  leave out Cerbos (it is installed from the npm registry on first use)
+#   --reload-only  run only the reload phase
 # Env: WORK=/tmp/cedargate-bench  THREADS=2 CONNS=50 DURATION=10s RUNS=3
 #      ENTITIES=10000 (store size of the main bundle)
 #      RELOAD_ENTITIES=100000 RELOAD_GRANTS=10000 (bundle of the reload phase; 0 skips it)
@@ -14,11 +15,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARED=${CEDARGATE_BENCH_SHARED:-$ROOT/../shared/bench}
 WORK=${WORK:-/tmp/cedargate-bench}
-QUICK=0 PEER=1
+QUICK=0 PEER=1 RELOAD_ONLY=0
 for arg in "$@"; do
   case "$arg" in
     --quick) QUICK=1 ;;
     --no-peer) PEER=0 ;;
+    --reload-only) RELOAD_ONLY=1 PEER=0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -131,6 +133,7 @@ print("%-28s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  server CPU %6.1f us/req  e
 PY
 }
 
+URL="http://127.0.0.1:$CEDARGATE_PORT/authorize"
 BODY=$WORK/body.json
 echo '{"action":"read","resource":{"type":"Document","id":"d7"},"context":{"mfa":true}}' > "$BODY"
 
@@ -141,6 +144,7 @@ echo "== minting $TOKEN_COUNT distinct ES256 tokens" >&2
 "$GEN" tokens "$WORK/bundle" "$TOKEN_COUNT" "$WORK/tokens.txt"
 ONE_TOKEN=$(head -1 "$WORK/tokens.txt")
 
+if [ "$RELOAD_ONLY" = 0 ]; then
 echo "== floor: bare axum JSON handler" >&2
 "$ROOT/target/$PROFILE/examples/bench-floor" "127.0.0.1:$FLOOR_PORT" &
 FLOOR_PID=$!
@@ -157,7 +161,6 @@ case "$answer" in
   *'"decision":"allow"'*) ;;
   *) echo "error: the benchmark request was not allowed: $answer" >&2; exit 1 ;;
 esac
-URL="http://127.0.0.1:$CEDARGATE_PORT/authorize"
 run cedargate-reused-token "$URL" "$CEDARGATE_PID" BODY_FILE="$BODY" \
   HEADERS="Authorization: Bearer $ONE_TOKEN|X-Forwarded-For: 10.1.2.3"
 run cedargate-fresh-es256 "$URL" "$CEDARGATE_PID" BODY_FILE="$BODY" TOKENS_FILE="$WORK/tokens.txt" \
@@ -180,6 +183,7 @@ PY
     BODY_FILE="$WORK/cerbos-jwt-body.json" TOKENS_FILE="$WORK/tokens.txt"
   WORK=$WORK "$SHARED/cerbos-server.sh" stop >&2
 fi
+fi
 
 if [ "$RELOAD_ENTITIES" != 0 ]; then
   echo "== reload: $RELOAD_ENTITIES entities, $((RELOAD_GRANTS + 20)) policies" >&2
@@ -189,12 +193,23 @@ if [ "$RELOAD_ENTITIES" != 0 ]; then
   rss_kib=$(awk '/^VmRSS/ {print $2}' "/proc/$CEDARGATE_PID/status")
   run reload-steady "$URL" "$CEDARGATE_PID" BODY_FILE="$BODY" \
     HEADERS="Authorization: Bearer $ONE_TOKEN|X-Forwarded-For: 10.1.2.3"
-  # The same load while the bundle changes every 2 seconds: each change adds a comment
-  # line, so the revision changes and the whole bundle is loaded again.
+  # The same load while the bundle changes again and again: each change adds a comment
+  # line, so the revision changes and the whole bundle is loaded again. The next change
+  # waits until the server answers with the new revision, and that wait is the reload time
+  # as a client sees it (debounce, settle interval and load).
+  : > "$RESULTS/reload-durations.txt"
   (
-    for i in $(seq 1 200); do
-      sleep 2
+    revision() { curl -s "http://127.0.0.1:$CEDARGATE_PORT/readyz" | sed -E 's/.*"revision":"([^"]*)".*/\1/'; }
+    for i in $(seq 1 1000); do
+      before=$(revision)
       echo "// reload $i" >> "$WORK/reload-bundle/policies/base.cedar"
+      start=$(date +%s%N)
+      while [ "$(revision)" = "$before" ]; do
+        sleep 0.05
+        [ $(( ($(date +%s%N) - start) / 1000000000 )) -ge 60 ] && break
+      done
+      echo $(( ($(date +%s%N) - start) / 1000000 )) >> "$RESULTS/reload-durations.txt"
+      sleep 1
     done
   ) &
   TOUCHER=$!
@@ -205,26 +220,27 @@ if [ "$RELOAD_ENTITIES" != 0 ]; then
   hwm_kib=$(awk '/^VmHWM/ {print $2}' "/proc/$CEDARGATE_PID/status")
   curl -s "http://127.0.0.1:$CEDARGATE_PORT/status" > "$RESULTS/reload-status.json"
   stop_cedargate
-  # Reload durations as the server logged them.
-  grep -o 'load_ms=[0-9]*' "$WORK/cedargate.err" | grep -o '[0-9.]*$' \
-    > "$RESULTS/reload-durations.txt" || true
-  python3 - "$rss_kib" "$hwm_kib" "$RESULTS/reload-durations.txt" "$RESULTS/summary.jsonl" <<'PY'
+  # How long the server itself took to read and check each bundle.
+  grep -o 'load_ms=[0-9]*' "$WORK/cedargate.err" | grep -o '[0-9]*$' > "$RESULTS/reload-load-ms.txt" || true
+  python3 - "$rss_kib" "$hwm_kib" "$RESULTS/reload-durations.txt" "$RESULTS/reload-load-ms.txt" \
+    "$RESULTS/summary.jsonl" <<'PY'
 import json, sys
-durations = sorted(float(x) for x in open(sys.argv[3]) if x.strip())
+def read(path):
+    return sorted(float(x) for x in open(path) if x.strip())
+seen, loads = read(sys.argv[3]), read(sys.argv[4])
 line = {"label": "reload-memory", "rss_after_load_mib": round(int(sys.argv[1]) / 1024, 1),
-        "peak_rss_mib": round(int(sys.argv[2]) / 1024, 1), "reloads": len(durations),
-        "reload_ms_median": durations[len(durations) // 2] if durations else None,
-        "reload_ms_max": durations[-1] if durations else None}
-open(sys.argv[4], "a").write(json.dumps(line) + "\n")
-print("memory after load %.1f MiB, peak %.1f MiB; %d reloads, median %s ms, max %s ms" % (
-    line["rss_after_load_mib"], line["peak_rss_mib"], line["reloads"],
-    line["reload_ms_median"], line["reload_ms_max"]))
+        "peak_rss_mib": round(int(sys.argv[2]) / 1024, 1), "reloads": len(seen),
+        "change_to_new_revision_ms": seen, "load_ms": loads}
+open(sys.argv[5], "a").write(json.dumps(line) + "\n")
+print("memory after load %.1f MiB, peak %.1f MiB" % (line["rss_after_load_mib"], line["peak_rss_mib"]))
+print("reloads: %d; change to new revision (ms): %s; server load time (ms): %s" % (len(seen), seen, loads))
 PY
 fi
 
 echo "== ratios" >&2
-python3 - "$RESULTS/summary.jsonl" <<'PY'
+python3 - "$RESULTS/summary.jsonl" "$QUICK" <<'PY'
 import json, sys
+quick = sys.argv[2] == "1"
 rows = {r["label"]: r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip())}
 def ratio(a, b, key="rps"):
     if a in rows and b in rows and rows[b][key]:
@@ -233,8 +249,9 @@ def show(text, value, target, higher_is_better=True):
     if value is None:
         print("%-62s   n/a" % text); return
     met = value >= target if higher_is_better else value <= target
+    verdict = "quick run, not a measurement" if quick else ("met" if met else "NOT met")
     print("%-62s %6.2f  (target %s %.1f: %s)" % (text, value, ">=" if higher_is_better else "<=",
-          target, "met" if met else "NOT met"))
+          target, verdict))
 show("reused token: throughput / floor throughput", ratio("cedargate-reused-token", "floor"), 0.5)
 show("reused token: p99 / floor p99", ratio("cedargate-reused-token", "floor", "p99_us"), 2.0, False)
 show("fresh ES256 token: throughput / Cerbos with ES256 token", ratio("cedargate-fresh-es256", "cerbos-fresh-es256"), 3.0)

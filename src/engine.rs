@@ -1,7 +1,8 @@
 //! Engine stage: evaluates a mapped request against the bundle's policies and entities.
 
 use cedar_policy::{
-    Authorizer, Decision as CedarDecision, Effect, Entities, PolicyId, PolicySet, Request,
+    Authorizer, Decision as CedarDecision, Effect, Entities, Entity, EntityUid, PolicyId,
+    PolicySet, Request,
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,48 +81,64 @@ pub fn evaluate(
     let action = request.action().cloned();
     let resource = request.resource().cloned();
 
-    let candidates = bundle.index.enabled().then(|| {
-        let store = &bundle.entities;
-        let principal_uid = principal.uid();
-        let mut principal_keys = vec![principal_uid];
-        for parent in &principal_parents {
-            principal_keys.push(parent.clone());
-            principal_keys.extend(store.ancestors(parent).into_iter().flatten().cloned());
-        }
-        let with_ancestors = |uid: &Option<cedar_policy::EntityUid>| -> Vec<_> {
-            uid.iter()
-                .flat_map(|uid| {
-                    std::iter::once(uid.clone())
-                        .chain(store.ancestors(uid).into_iter().flatten().cloned())
-                })
-                .collect()
-        };
-        let action_keys = with_ancestors(&action);
-        let resource_keys = with_ancestors(&resource);
-        bundle.index.candidates(
-            principal_keys.iter(),
-            action_keys.iter(),
-            resource_keys.iter(),
-        )
-    });
-    let (policy_set, literals) = match &candidates {
-        Some(candidates) => (&candidates.policies, candidates.literals.as_slice()),
-        None => (&bundle.policies, bundle.condition_literals.as_slice()),
+    let gather = |principal: Entity, literals: &[EntityUid]| {
+        let seeds = action
+            .iter()
+            .chain(resource.iter())
+            .chain(context_entities.iter())
+            .chain(literals.iter())
+            .cloned();
+        slice::slice(&bundle.entities, principal, &principal_parents, seeds).map_err(|err| {
+            MappingError::request(
+                "resource",
+                format!("cannot gather the request's entities: {err}"),
+            )
+        })
     };
 
-    let seeds = action
-        .into_iter()
-        .chain(resource)
-        .chain(context_entities)
-        .chain(literals.iter().cloned());
-    let entities =
-        slice::slice(&bundle.entities, principal, &principal_parents, seeds).map_err(|err| {
-            MappingError::Claims(format!("cannot gather the request's entities: {err}"))
-        })?;
+    if !bundle.index.enabled() {
+        let entities = gather(principal, &bundle.condition_literals)?;
+        return Ok(decide(
+            bundle,
+            &request,
+            &bundle.policies,
+            &entities,
+            on_forbid_error,
+        ));
+    }
+
+    // The index keys come from the slice, whose ancestor sets already use the token's
+    // parents for the principal and for every entity below it (the resource may be the
+    // principal or one of its children). Keys from the stored entities would miss a
+    // policy that the token's groups make applicable.
+    let principal_uid = principal.uid();
+    let entities = gather(principal.clone(), &[])?;
+    let keys = |uid: Option<&EntityUid>| -> Vec<EntityUid> {
+        uid.into_iter()
+            .flat_map(|uid| {
+                std::iter::once(uid.clone())
+                    .chain(entities.ancestors(uid).into_iter().flatten().cloned())
+            })
+            .collect()
+    };
+    let principal_keys = keys(Some(&principal_uid));
+    let action_keys = keys(action.as_ref());
+    let resource_keys = keys(resource.as_ref());
+    let candidates = bundle.index.candidates(
+        principal_keys.iter(),
+        action_keys.iter(),
+        resource_keys.iter(),
+    );
+    // Conditions of the candidates may name further entities; those join the slice.
+    let entities = if candidates.literals.is_empty() {
+        entities
+    } else {
+        gather(principal, &candidates.literals)?
+    };
     Ok(decide(
         bundle,
         &request,
-        policy_set,
+        &candidates.policies,
         &entities,
         on_forbid_error,
     ))

@@ -59,10 +59,13 @@ pub fn write(dir: &Path, size: Size, issuer_keys: &str, development: bool) -> st
     std::fs::create_dir_all(dir.join("entities"))?;
     std::fs::write(dir.join("schema.cedarschema"), schema)?;
     std::fs::write(dir.join("policies/base.cedar"), policies)?;
-    std::fs::write(
-        dir.join("policies/grants.cedar"),
-        "@id(\"grant\")\npermit(principal == ?principal, action == Action::\"write\", resource in ?resource);\n",
-    )?;
+    // A template without links only draws a warning, so it is written only with links.
+    if size.grants > 0 {
+        std::fs::write(
+            dir.join("policies/grants.cedar"),
+            "@id(\"grant\")\npermit(principal == ?principal, action == Action::\"write\", resource in ?resource);\n",
+        )?;
+    }
     std::fs::write(dir.join("links.json"), links(size).to_string())?;
     std::fs::write(
         dir.join("entities/generated.json"),

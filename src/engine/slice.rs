@@ -9,7 +9,7 @@
 //!
 //! [`slice`] copies exactly that reachable set into a small [`Entities`], so the cost of
 //! a decision follows the size of what the request touches, not the size of the store.
-//! Leaving out an entity that evaluation never reaches cannot change Cedar's answer.
+//! Leaving out an entity that evaluation never reaches cannot change Cedar's decision.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -17,15 +17,17 @@ use cedar_policy::{Entities, Entity, EntityUid, Policy};
 
 use crate::mapping::entity_references;
 
-/// Entities a slice holds at most before it is refused. Reaching this many entities from
-/// one request means the data links nearly everything to everything, and copying it on
-/// every request would cost as much as the whole store.
-pub const MAX_SLICE_ENTITIES: usize = 100_000;
+/// Maximum number of entities in one slice; a request that reaches more is rejected.
+/// Reaching this many entities from one request means the data links nearly everything
+/// to everything, and copying it on every request would cost as much as the whole store.
+pub const MAX_SLICE_ENTITIES: usize = 10_000;
 
-/// Why a slice could not be built.
+/// Failure to build a slice.
 #[derive(Debug, thiserror::Error)]
 pub enum SliceError {
-    #[error("the request reaches more than {MAX_SLICE_ENTITIES} entities through attribute values")]
+    #[error(
+        "the request reaches more than {MAX_SLICE_ENTITIES} entities through attribute values; every decision copies the entities it can reach, so link fewer entities through attributes"
+    )]
     TooLarge,
     #[error("{0}")]
     Entities(String),
@@ -82,6 +84,9 @@ pub fn slice(
                 queue.push_back(uid);
             }
         }
+        // NOTE: a stored entity below the principal (a document whose parent is the user)
+        // keeps the ancestors it was loaded with. Those include groups that only the stored
+        // principal is in, because its closure is not recomputed with the token's groups.
         entities.push(entity.clone());
     }
 
@@ -108,7 +113,7 @@ pub fn slice(
 /// Returns the stored entities that policy conditions name as literals, each once.
 ///
 /// Scope constraints are left out: they test only the request entities' own UIDs and
-/// ancestor sets, which the slice holds anyway. The search runs over each policy's JSON
+/// ancestor sets, which the slice contains anyway. The search runs over each policy's JSON
 /// form, where every entity literal is an object with an `__entity` key.
 pub fn condition_literals<'a>(
     policies: impl IntoIterator<Item = &'a Policy>,

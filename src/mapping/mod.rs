@@ -44,7 +44,7 @@ pub enum MappingError {
 }
 
 impl MappingError {
-    fn request(field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn request(field: &str, message: impl Into<String>) -> Self {
         Self::Request {
             field: field.to_owned(),
             message: message.into(),
