@@ -44,6 +44,12 @@ pub fn load_snapshot_from(
     let Some(bundle) = outcome.bundle else {
         return (None, diagnostics);
     };
+    for problem in crate::decision_log::unknown_redactions(&config.decision_log, &bundle) {
+        diagnostics.push(Diagnostic {
+            severity: crate::bundle::Severity::Warning,
+            ..Diagnostic::error(Some(&config.path), problem)
+        });
+    }
     match Mapping::new(config, &bundle) {
         Ok(mapping) => (Some(Snapshot { bundle, mapping }), diagnostics),
         Err(problems) => {

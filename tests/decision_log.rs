@@ -441,3 +441,28 @@ keys = [{ secret_file = "hmac.txt" }]
         );
     }
 }
+
+#[test]
+fn misspelt_redaction_warns() {
+    let (dir, _) = common::default_bundle_copy(&format!(
+        "{LOG_TO_FILE}redact = [\"principal.emial\", \"principal.email\"]\nhash = [\"context.caller.purpose\", \"context.purpse\"]\n"
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_cedargate"))
+        .current_dir(dir.path())
+        .args(["validate", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "warnings alone pass");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let messages: Vec<&str> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "warning")
+        .map(|d| d["message"].as_str().unwrap())
+        .filter(|m| m.starts_with("decision_log."))
+        .collect();
+    assert_eq!(messages.len(), 2, "{report:#}");
+    assert!(messages[0].contains("`principal.emial`"), "{messages:?}");
+    assert!(messages[1].contains("`context.purpse`"), "{messages:?}");
+}

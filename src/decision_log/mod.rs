@@ -24,7 +24,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::config::{DecisionLogConfig, LogOutput};
 pub use record::{CedarRequest, DecisionRecord, ShadowOutcome};
-pub use redact::Redaction;
+pub use redact::{Redaction, unknown_redactions};
 use rotate::RotatingFile;
 
 /// The decision log of one server: the queue, the writer thread and the drop count.

@@ -44,6 +44,45 @@ impl Redaction {
     }
 }
 
+/// Lists the `redact` and `hash` entries whose first key the schema declares neither as
+/// an attribute of any entity type (for `principal.`) nor as a context key of any action
+/// (for `context.`). Such an entry is most likely misspelt, and the field it means to
+/// hide would be logged.
+pub fn unknown_redactions(
+    config: &crate::config::DecisionLogConfig,
+    bundle: &crate::bundle::Bundle,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, path) in config
+        .redact
+        .iter()
+        .map(|path| ("redact", path))
+        .chain(config.hash.iter().map(|path| ("hash", path)))
+    {
+        let Some(first) = path.keys.first() else {
+            continue;
+        };
+        let declared = match path.root {
+            FieldRoot::Principal => bundle.schema.entity_types().any(|name| {
+                bundle
+                    .types
+                    .entity_shape(&name.to_string())
+                    .is_some_and(|shape| shape.attributes.contains_key(first))
+            }),
+            FieldRoot::Context => bundle
+                .types
+                .action_contexts()
+                .any(|(_, context)| context.attributes.contains_key(first)),
+        };
+        if !declared {
+            problems.push(format!(
+                "decision_log.{key}: `{path}` names no attribute or context key that the schema declares; check its spelling, or the field it means would be logged"
+            ));
+        }
+    }
+    problems
+}
+
 /// Follows `keys` down nested records and removes or hashes the last one. Returns
 /// whether it was present.
 fn redact_in(object: &mut Map<String, Value>, keys: &[String], hash: bool) -> bool {
