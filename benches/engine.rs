@@ -145,21 +145,52 @@ fn policy_count(c: &mut Criterion) {
 /// One issuer per algorithm, each with the matching test key. The verification cache is
 /// off, so every iteration checks the signature.
 fn verification(c: &mut Criterion) {
+    use jsonwebtoken::Algorithm::{
+        ES256, ES384, EdDSA, HS256, HS384, HS512, PS256, PS384, PS512, RS256, RS384, RS512,
+    };
     let dir = tempfile::tempdir().expect("temporary folder");
+    let keys = repo().join("tests/keys");
+    let read = |file: &str| std::fs::read(keys.join(file)).expect("read the test key");
+    let secret = std::fs::read_to_string(keys.join("hmac-secret.txt")).expect("secret");
+    let hmac = || jsonwebtoken::EncodingKey::from_secret(secret.trim().as_bytes());
+    let rsa = || jsonwebtoken::EncodingKey::from_rsa_pem(&read("rsa-private.pem")).expect("key");
+    // (algorithm, public key file, key kind in the config, signing key)
     let cases = [
-        ("HS256", "hmac-secret.txt", "secret_file"),
-        ("RS256", "rsa-public.pem", "pem"),
-        ("ES256", "ec-p256-public.pem", "pem"),
-        ("EdDSA", "ed25519-public.pem", "pem"),
+        (HS256, "hmac-secret.txt", "secret_file", hmac()),
+        (HS384, "hmac-secret.txt", "secret_file", hmac()),
+        (HS512, "hmac-secret.txt", "secret_file", hmac()),
+        (RS256, "rsa-public.pem", "pem", rsa()),
+        (RS384, "rsa-public.pem", "pem", rsa()),
+        (RS512, "rsa-public.pem", "pem", rsa()),
+        (PS256, "rsa-public.pem", "pem", rsa()),
+        (PS384, "rsa-public.pem", "pem", rsa()),
+        (PS512, "rsa-public.pem", "pem", rsa()),
+        (
+            ES256,
+            "ec-p256-public.pem",
+            "pem",
+            jsonwebtoken::EncodingKey::from_ec_pem(&read("ec-p256-private.pem")).expect("key"),
+        ),
+        (
+            ES384,
+            "ec-p384-public.pem",
+            "pem",
+            jsonwebtoken::EncodingKey::from_ec_pem(&read("ec-p384-private.pem")).expect("key"),
+        ),
+        (
+            EdDSA,
+            "ed25519-public.pem",
+            "pem",
+            jsonwebtoken::EncodingKey::from_ed_pem(&read("ed25519-private.pem")).expect("key"),
+        ),
     ];
     let mut config = String::from(
         "[bundle]\npolicies = \"p\"\nschema = \"s\"\nentities = \"e\"\n[decision]\naction_type = \"Action\"\n[principal]\ntype = \"User\"\nid_claim = \"sub\"\n[tokens]\ncache_max_entries = 0\n",
     );
-    for (alg, file, kind) in cases {
-        std::fs::copy(repo().join("tests/keys").join(file), dir.path().join(file))
-            .expect("copy the test key");
+    for (algorithm, file, kind, _) in &cases {
+        std::fs::copy(keys.join(file), dir.path().join(file)).expect("copy the test key");
         config.push_str(&format!(
-            "[[issuer]]\nname = \"{alg}\"\nissuer = \"https://{alg}.bench.invalid\"\naudiences = [\"bench-api\"]\nalgorithms = [\"{alg}\"]\nkeys = [{{ {kind} = \"{file}\" }}]\n"
+            "[[issuer]]\nname = \"{algorithm:?}\"\nissuer = \"https://{algorithm:?}.bench.invalid\"\naudiences = [\"bench-api\"]\nalgorithms = [\"{algorithm:?}\"]\nkeys = [{{ {kind} = \"{file}\" }}]\n"
         ));
     }
     let path = dir.path().join("cedargate.toml");
@@ -169,52 +200,20 @@ fn verification(c: &mut Criterion) {
 
     let now = jiff::Timestamp::now().as_second();
     let mut group = c.benchmark_group("verify_token");
-    for (alg, _, _) in cases {
-        let (key, algorithm) = match alg {
-            "HS256" => (
-                jsonwebtoken::EncodingKey::from_secret(
-                    std::fs::read_to_string(repo().join("tests/keys/hmac-secret.txt"))
-                        .expect("secret")
-                        .trim()
-                        .as_bytes(),
-                ),
-                jsonwebtoken::Algorithm::HS256,
-            ),
-            "RS256" => (
-                jsonwebtoken::EncodingKey::from_rsa_pem(
-                    &std::fs::read(repo().join("tests/keys/rsa-private.pem")).expect("key"),
-                )
-                .expect("key"),
-                jsonwebtoken::Algorithm::RS256,
-            ),
-            "ES256" => (
-                jsonwebtoken::EncodingKey::from_ec_pem(
-                    &std::fs::read(repo().join("tests/keys/ec-p256-private.pem")).expect("key"),
-                )
-                .expect("key"),
-                jsonwebtoken::Algorithm::ES256,
-            ),
-            _ => (
-                jsonwebtoken::EncodingKey::from_ed_pem(
-                    &std::fs::read(repo().join("tests/keys/ed25519-private.pem")).expect("key"),
-                )
-                .expect("key"),
-                jsonwebtoken::Algorithm::EdDSA,
-            ),
-        };
+    for (algorithm, _, _, key) in &cases {
         let claims = json!({
-            "iss": format!("https://{alg}.bench.invalid"),
+            "iss": format!("https://{algorithm:?}.bench.invalid"),
             "aud": "bench-api",
             "sub": "u42",
             "exp": now + 3600,
         });
-        let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, &key)
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::new(*algorithm), &claims, key)
             .expect("mint");
         let now = now as f64;
         verifier
             .verify_at(&token, now)
-            .unwrap_or_else(|err| panic!("{alg} token must verify: {err}"));
-        group.bench_function(alg, |b| {
+            .unwrap_or_else(|err| panic!("{algorithm:?} token must verify: {err}"));
+        group.bench_function(format!("{algorithm:?}"), |b| {
             b.iter(|| black_box(verifier.verify_at(&token, now)))
         });
     }
