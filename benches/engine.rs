@@ -142,8 +142,8 @@ fn policy_count(c: &mut Criterion) {
     }
 }
 
-/// One issuer per algorithm, each with the matching test key. The verification cache is
-/// off, so every iteration checks the signature.
+/// Benchmarks token verification with one issuer per algorithm, each with the matching
+/// test key. The verification cache is off, so every iteration checks the signature.
 fn verification(c: &mut Criterion) {
     use jsonwebtoken::Algorithm::{
         ES256, ES384, EdDSA, HS256, HS384, HS512, PS256, PS384, PS512, RS256, RS384, RS512,

@@ -1,6 +1,6 @@
-//! The entity slice and the scope index must not change any answer. These tests generate
+//! The entity slice and the scope index must not change any decision. These tests generate
 //! a bundle with thousands of entities and hundreds of template-linked grants, then
-//! compare the engine's answer for many requests with Cedar's own answer over the whole
+//! compare the engine's result for many requests with Cedar's own result over the whole
 //! store and the whole policy set: same decision, same determining policies, same
 //! erroring policies.
 //!
@@ -47,7 +47,7 @@ fn shared_bench_present() -> bool {
     false
 }
 
-/// Cedar's answer with every stored entity and every policy, the way the engine worked
+/// Returns Cedar's result with every stored entity and every policy, the way the engine worked
 /// before it sliced and indexed: the token's principal replaces the stored one.
 fn cedar_answer(
     bundle: &cedargate::bundle::Bundle,
@@ -179,7 +179,7 @@ fn compare_with_cedar(index: &str, grants: usize) {
             }
         }
     }
-    // The comparison means something only if both answers occur, and the grants decide.
+    // The comparison means something only if both decisions occur, and the grants decide.
     assert!(
         allowed > 20 && checked - allowed > 20,
         "{allowed} of {checked} allowed"

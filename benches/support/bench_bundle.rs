@@ -31,7 +31,7 @@ pub struct Size {
 /// Departments cycled through users and documents; index 0 is the benchmark request's.
 const DEPARTMENTS: [&str; 4] = ["engineering", "sales", "support", "finance"];
 
-/// The folder that holds the shared benchmark material, from `CEDARGATE_BENCH_SHARED`
+/// Returns the folder of the shared benchmark material, from `CEDARGATE_BENCH_SHARED`
 /// or `../shared/bench` beside the repository.
 pub fn shared_bench_dir() -> PathBuf {
     std::env::var_os("CEDARGATE_BENCH_SHARED")
@@ -228,12 +228,12 @@ fn links(size: Size) -> Value {
     Value::Array(links)
 }
 
-/// The request body of the benchmark request.
+/// Returns the request body of the benchmark request.
 pub fn request_body() -> &'static str {
     r#"{"action":"read","resource":{"type":"Document","id":"d7"},"context":{"mfa":true}}"#
 }
 
-/// The claims of the benchmark request's token, without the time claims.
+/// Returns the claims of the benchmark request's token, without the time claims.
 pub fn claims() -> serde_json::Map<String, Value> {
     let value = json!({
         "iss": "https://bench.cedargate.invalid",

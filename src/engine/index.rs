@@ -47,16 +47,16 @@ pub struct Candidates {
 }
 
 impl PolicyIndex {
-    /// Builds the index. It stays off when `mode` says so, below the `auto` threshold, or
+    /// Builds the index. It stays off when `mode` is `off`, below the `auto` threshold, or
     /// when a policy cannot be restated as a static policy.
     pub fn build(policies: &PolicySet, store: &Entities, mode: PolicyIndexMode) -> Self {
         let count = policies.policies().count();
-        let wanted = match mode {
+        let enabled = match mode {
             PolicyIndexMode::On => true,
             PolicyIndexMode::Off => false,
             PolicyIndexMode::Auto => count >= AUTO_THRESHOLD,
         };
-        if !wanted {
+        if !enabled {
             return Self::default();
         }
         let mut index = Self::default();
@@ -76,7 +76,7 @@ impl PolicyIndex {
         index
     }
 
-    /// Whether requests use the index.
+    /// Returns whether requests use the index.
     pub fn enabled(&self) -> bool {
         self.enabled
     }
@@ -141,7 +141,7 @@ impl PolicyIndex {
         let mut literals = Vec::new();
         for position in positions {
             if let Some(policy) = self.policies.get(position) {
-                // Every policy here is static and its ID is unique, so adding cannot fail.
+                // `build` stores only static policies, each under its own ID, so `add` cannot fail.
                 let _ = policies.add(policy.clone());
             }
             if let Some(found) = self.literals.get(position) {

@@ -2,7 +2,7 @@
 //!
 //! Cedar's entity and context JSON parsers try each form a value could take and build an
 //! error for every form that does not fit, which costs more than the rest of a decision.
-//! The mapping already knows the type of every value it produces, so it builds them
+//! The mapping has already typed every value it produces, so it builds them
 //! directly here; the schema still checks the finished request.
 
 use cedar_policy::{EntityUid, RestrictedExpression};
@@ -54,8 +54,8 @@ pub fn plain(value: &Value) -> Option<RestrictedExpression> {
     }
 }
 
-/// Whether values of `ty` read the same from plain JSON with or without the schema:
-/// true unless the type holds an entity reference or an extension value anywhere, whose
+/// Returns whether values of `ty` read the same from plain JSON with or without the
+/// schema. That is true unless the type holds an entity reference or an extension value anywhere, whose
 /// plain JSON forms (a string, or an object with `type` and `id`) the schema reinterprets.
 pub fn reads_plain(ty: &AttrType) -> bool {
     match ty {

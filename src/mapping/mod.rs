@@ -274,7 +274,7 @@ impl Mapping {
         )
         .map_err(|err| {
             // Cedar's JSON parser names the offending attribute, where the check of a
-            // built context only says it does not fit, so a rejected context is parsed
+            // built context only reports that it does not fit, so a rejected context is parsed
             // again for the message.
             if let cedar_policy::RequestValidationError::InvalidContext(_) = err
                 && let Err(parse) =
